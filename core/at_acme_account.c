@@ -1,0 +1,1 @@
+/* at_acme_account: not written yet */

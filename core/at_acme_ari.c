@@ -1,0 +1,1 @@
+/* at_acme_ari: not written yet */

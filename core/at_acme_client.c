@@ -1,0 +1,1 @@
+/* at_acme_client: not written yet */

@@ -1,0 +1,1 @@
+/* at_acme_dir: not written yet */

@@ -1,0 +1,1 @@
+/* at_acme_op: not written yet */

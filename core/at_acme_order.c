@@ -1,0 +1,1 @@
+/* at_acme_order: not written yet */

@@ -1,0 +1,1 @@
+/* at_acme_problem: not written yet */

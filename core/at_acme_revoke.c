@@ -1,0 +1,1 @@
+/* at_acme_revoke: not written yet */

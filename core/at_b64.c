@@ -1,0 +1,1 @@
+/* at_b64: not written yet */

@@ -1,0 +1,1 @@
+/* at_cmd: not written yet */

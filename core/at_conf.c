@@ -1,0 +1,1 @@
+/* at_conf: not written yet */

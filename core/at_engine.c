@@ -1,0 +1,1 @@
+/* at_engine: not written yet */

@@ -1,0 +1,1 @@
+/* at_http: not written yet */

@@ -1,0 +1,1 @@
+/* at_jose: not written yet */

@@ -1,0 +1,1 @@
+/* at_json: not written yet */

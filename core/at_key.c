@@ -1,0 +1,1 @@
+/* at_key: not written yet */

@@ -1,0 +1,1 @@
+/* at_live: not written yet */

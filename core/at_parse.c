@@ -1,0 +1,1 @@
+/* at_parse: not written yet */

@@ -1,0 +1,1 @@
+/* at_planner: not written yet */

@@ -1,0 +1,1 @@
+/* at_serve: not written yet */

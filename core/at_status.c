@@ -1,0 +1,1 @@
+/* at_status: not written yet */

@@ -1,0 +1,1 @@
+/* at_store: not written yet */

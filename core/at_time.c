@@ -1,0 +1,1 @@
+/* at_time: not written yet */

@@ -1,0 +1,26 @@
+/*
+ * at_time.h: RFC 3339 timestamps (UTC) and durations.
+ */
+#ifndef AT_TIME_H
+#define AT_TIME_H
+
+#include <time.h>
+#include <stddef.h>
+
+/* Parse "2025-01-02T03:04:05Z", fractional seconds and numeric offsets
+ * accepted ("...05.123+02:00"). Returns 0 and sets *t, or -1. */
+int at_time_parse(const char *s, time_t *t);
+
+/* Format as "YYYY-MM-DDTHH:MM:SSZ" into buf (at least 21 bytes). */
+char *at_time_format(time_t t, char *buf, size_t size);
+#define AT_TIME_BUFSIZE 32
+
+/* Parse an HTTP Retry-After value: delta-seconds or an HTTP-date.
+ * Returns seconds to wait from `now` (>= 0), or -1 if unparsable. */
+long at_time_retry_after(const char *value, time_t now);
+
+/* Wall clock, overridable for tests via at_time_set_fake(). */
+time_t at_time_now(void);
+void   at_time_set_fake(time_t t);   /* 0 to return to the real clock */
+
+#endif

@@ -1,0 +1,1 @@
+/* at_x509: not written yet */

@@ -1,0 +1,1 @@
+/* fake CA: not written yet */

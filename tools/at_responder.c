@@ -1,0 +1,1 @@
+/* responder: not written yet */

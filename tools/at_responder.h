@@ -1,0 +1,3 @@
+#ifndef AT_RESPONDER_H
+#define AT_RESPONDER_H
+#endif
