@@ -108,7 +108,7 @@ typedef struct at_store_lock at_store_lock;
 
 /* Non-blocking, process-wide exclusive lock on `name` (released on unlock or
  * when the process dies). AT_ERR_BUSY if another process holds it. */
-int  at_store_lock(at_store *st, const char *name, at_store_lock **lk, at_error *err);
+int  at_store_trylock(at_store *st, const char *name, at_store_lock **lk, at_error *err);
 void at_store_unlock(at_store_lock *lk);
 
 #endif
