@@ -25,6 +25,10 @@ const char *at_jws_alg(EVP_PKEY *key);
  * to the field size as RFC 7518 §6.2.1.2 requires. New reference. */
 json_t *at_jwk_public(EVP_PKEY *key, at_error *err);
 
+/* Public key from a JWK (EC P-256/P-384 with the point checked to be on the
+ * curve, or RSA). For verifiers such as a test CA. New EVP_PKEY or NULL. */
+EVP_PKEY *at_jwk_to_pkey(const json_t *jwk, at_error *err);
+
 /* RFC 7638 thumbprint: base64url(SHA-256(canonical JWK)) into out (>= 44 bytes). */
 int at_jwk_thumbprint(EVP_PKEY *key, char *out, size_t outsz, at_error *err);
 
@@ -56,5 +60,11 @@ json_t *at_eab_jws(EVP_PKEY *account_key, const char *eab_kid, const char *hmac_
 /* Verify a flattened JWS produced by at_jws_sign with the public part of key.
  * Used by tests and by the keyChange self-check. 1 = valid, 0 = invalid. */
 int at_jws_verify(EVP_PKEY *key, const char *jws_json, size_t len);
+
+/* Decode a flattened JWS without verifying it: the protected header (new
+ * reference, if protected_hdr is non-NULL) and the payload bytes (appended to
+ * payload, if non-NULL; nothing for POST-as-GET). For verifiers and tests. */
+int at_jws_parse(const char *jws_json, size_t len, json_t **protected_hdr, at_buf *payload,
+                 at_error *err);
 
 #endif
