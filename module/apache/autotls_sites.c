@@ -1,0 +1,233 @@
+/*
+ * autotls_sites.c: the virtual hosts that say `AutoTLS on` become sites of
+ * the core configuration. This runs in check_config, so `apachectl
+ * configtest` reports what only the whole configuration can tell: a vhost
+ * without a name, names managed twice, a wildcard without a dns-01 command,
+ * terms of service not accepted.
+ */
+#include "mod_autotls.h"
+
+#include <string.h>
+#include <stdlib.h>
+
+#include <http_core.h>
+#include <apr_strings.h>
+
+#include "at_key.h"
+#include "at_x509.h"
+
+APLOG_USE_MODULE(autotls);
+
+static const at_conf_hints apache_hints = {
+    "AutoTLSAcceptTerms on",
+    "AutoTLSEAB KID KEY",
+    "AutoTLSContact EMAIL",
+    "AutoTLSProfile NAME",
+    "AutoTLSDNS01Command PATH",
+};
+
+static apr_status_t conf_cleanup(void *data)
+{
+    at_conf_free(data);
+    return APR_SUCCESS;
+}
+
+static int add_name(apr_array_header_t *names, apr_pool_t *p, const char *raw,
+                    const char *what, const at_ap_srv *sc)
+{
+    char name[256];
+    at_error err = AT_ERROR_INIT;
+
+    if (at_parse_name(raw, name, sizeof(name), &err) != 0) {
+        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, NULL,
+                     "AutoTLS on at %s: %s '%s' cannot be certified: %s. List the names to certify "
+                     "with AutoTLSNames instead", sc->where, what, raw, err.msg);
+        at_error_clear(&err);
+        return -1;
+    }
+    for (int i = 0; i < names->nelts; i++)
+        if (strcmp(APR_ARRAY_IDX(names, i, const char *), name) == 0)
+            return 0;
+    APR_ARRAY_PUSH(names, const char *) = apr_pstrdup(p, name);
+    return 0;
+}
+
+/* ServerName, then ServerAlias (plain, then wildcard), or AutoTLSNames. */
+static apr_array_header_t *site_names(apr_pool_t *p, server_rec *s, const at_ap_srv *sc)
+{
+    apr_array_header_t *names = apr_array_make(p, 4, sizeof(const char *));
+
+    if (sc->names) {
+        apr_array_cat(names, sc->names);
+        return names;
+    }
+    if (!sc->has_servername || !s->server_hostname) {
+        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, NULL,
+                     "AutoTLS on at %s: this virtual host has no ServerName; add ServerName (and "
+                     "ServerAlias) or AutoTLSNames to say which names to certify", sc->where);
+        return NULL;
+    }
+    if (add_name(names, p, s->server_hostname, "ServerName", sc) != 0)
+        return NULL;
+    if (s->names)
+        for (int i = 0; i < s->names->nelts; i++)
+            if (add_name(names, p, APR_ARRAY_IDX(s->names, i, const char *), "ServerAlias", sc) != 0)
+                return NULL;
+    if (s->wild_names)
+        for (int i = 0; i < s->wild_names->nelts; i++)
+            if (add_name(names, p, APR_ARRAY_IDX(s->wild_names, i, const char *), "ServerAlias", sc) != 0)
+                return NULL;
+    return names;
+}
+
+static int site_port(const server_rec *s)
+{
+    for (const server_addr_rec *a = s->addrs; a; a = a->next)
+        if (a->host_port)
+            return a->host_port;
+    return s->port ? s->port : 443;
+}
+
+static int add_site(at_ap_gen *g, server_rec *s, at_ap_srv *sc, apr_pool_t *ptemp)
+{
+    apr_pool_t *p = g->pool;
+    at_site_conf site;
+    at_error err = AT_ERROR_INIT;
+    apr_array_header_t *names = site_names(p, s, sc);
+    at_ap_site *as;
+
+    if (!names)
+        return -1;
+    if (sc->accept_terms == AT_AP_UNSET) {
+        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, NULL,
+                     "AutoTLS on at %s: the certificate authority's terms of service have not been "
+                     "accepted; add \"AutoTLSAcceptTerms on\" (once, outside <VirtualHost>) after reading "
+                     "them at %s. For a CA without terms, say \"AutoTLSAcceptTerms off\"",
+                     sc->where, sc->ca_url ? sc->ca_url : AT_CA_LETSENCRYPT);
+        return -1;
+    }
+
+    as = apr_pcalloc(p, sizeof(*as));
+    as->s = s;
+    as->where = sc->where;
+    as->names = (const char **)names->elts;
+    as->nnames = names->nelts;
+    as->id = apr_psprintf(p, "%s:%d", as->names[0], site_port(s));
+
+    memset(&site, 0, sizeof(site));
+    site.site = as->id;
+    site.names = as->names;
+    site.nnames = (size_t)as->nnames;
+    if (sc->keys) {
+        site.keys = (const at_key_spec *)sc->keys->elts;
+        site.nkeys = (size_t)sc->keys->nelts;
+    }
+    if (sc->challenges) {
+        site.challenges = (const at_challenge_type *)sc->challenges->elts;
+        site.nchallenges = (size_t)sc->challenges->nelts;
+    }
+    site.ca.url = (char *)(sc->ca_url ? sc->ca_url : AT_CA_LETSENCRYPT);
+    site.ca.trust_file = (char *)sc->ca_trust;
+    site.ca.client_cert = (char *)sc->client_cert;
+    site.ca.client_key = (char *)sc->client_key;
+    if (sc->contacts) {
+        site.ca.contact = (char **)sc->contacts->elts;
+        site.ca.ncontact = (size_t)sc->contacts->nelts;
+    }
+    site.ca.accept_terms = sc->accept_terms == 1;
+    site.ca.eab_kid = (char *)sc->eab_kid;
+    site.ca.eab_key = (char *)sc->eab_key;
+    site.ca.eab_alg = (char *)sc->eab_alg;
+    site.profile = sc->profile;
+    site.preferred_chain = sc->preferred_chain;
+    site.window = sc->window;
+    site.dns01_command = sc->dns01_command;
+    (void)ptemp;
+
+    if (at_conf_add_site(g->conf, &site, &err) != 0) {
+        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, NULL,
+                     "AutoTLS on at %s (%s): %s", sc->where, as->id, err.msg);
+        at_error_clear(&err);
+        return -1;
+    }
+    sc->site = as;
+    APR_ARRAY_PUSH(g->sites, at_ap_site *) = as;
+    return 0;
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+int at_ap_sites_build(at_ap_gen *g, apr_pool_t *ptemp)
+{
+    server_rec *main_s = g->s;
+    const at_ap_srv *mc = at_ap_srv_of(main_s);
+    int bad = 0;
+
+    g->sites = apr_array_make(g->pool, 8, sizeof(at_ap_site *));
+    g->store_dir = mc->store_dir ? mc->store_dir : ap_server_root_relative(g->pool, "autotls");
+    for (server_rec *s = main_s->next; s; s = s->next) {
+        at_ap_srv *sc = at_ap_srv_of(s);
+        sc->site = NULL;
+        if (sc->enabled != 1)
+            continue;
+        if (!g->conf) {
+            g->conf = at_conf_new();
+            if (!g->conf) {
+                ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, NULL, "AutoTLS: out of memory");
+                return -1;
+            }
+            apr_pool_cleanup_register(g->pool, g->conf, conf_cleanup, apr_pool_cleanup_null);
+        }
+        if (add_site(g, s, sc, ptemp) != 0)
+            bad = 1;
+    }
+    if (bad)
+        return -1;
+    if (!g->conf)
+        return 0;
+
+    if (!ap_find_linked_module("mod_ssl.c")) {
+        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, NULL,
+                     "AutoTLS: mod_ssl is not loaded; enable it (a2enmod ssl)");
+        return -1;
+    }
+    if (!ap_find_linked_module("mod_watchdog.c")) {
+        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, NULL,
+                     "AutoTLS: mod_watchdog is not loaded and certificates would never be obtained; "
+                     "load it (LoadModule watchdog_module .../mod_watchdog.so, or a2enmod watchdog)");
+        return -1;
+    }
+
+    g->conf->hints = apache_hints;
+    free(g->conf->store_dir);
+    g->conf->store_dir = strdup(g->store_dir);
+    free(g->conf->notify_command);
+    g->conf->notify_command = dup_or_null(mc->notify_command);
+    if (mc->concurrency != AT_AP_UNSET)
+        g->conf->concurrency = (int)mc->concurrency;
+    if (mc->retry_min != AT_AP_UNSET) {
+        g->conf->retry_base = mc->retry_min;
+        g->conf->retry_max = mc->retry_max;
+    }
+    return 0;
+}
+
+int at_ap_is_managed_name(const at_ap_gen *g, const char *host)
+{
+    const at_cert_conf *out[AT_MAX_KEYS];
+    if (!g || !g->conf || !host || !*host)
+        return 0;
+    return at_conf_certs_for_name(g->conf, host, out, AT_MAX_KEYS) > 0;
+}
+
+const char *at_ap_site_name(const at_ap_site *site, const char *host)
+{
+    if (host && *host)
+        for (int i = 0; i < site->nnames; i++)
+            if (at_name_matches(site->names[i], host))
+                return host;
+    return site->names[0];
+}

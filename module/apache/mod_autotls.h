@@ -1,0 +1,148 @@
+/*
+ * mod_autotls.h: what the files of the Apache module share. The module is
+ * glue: every decision about certificates is the core's; these files turn
+ * Apache's phases and hooks into calls of the core.
+ *
+ *   mod_autotls.c          module record, hook registration, config phases
+ *   autotls_directives.c   the AutoTLS* directives and their inheritance
+ *   autotls_sites.c        managed virtual hosts -> the core's at_conf
+ *   autotls_shm.c          the shared region (live table + renew requests)
+ *   autotls_tls.c          mod_ssl glue: placeholder, certificate callback,
+ *                          TLS-ALPN-01, acme-tls/1 negotiation
+ *   autotls_http.c         HTTP-01 answers and the 503 page
+ *   autotls_renew.c        the renewal thread in a watchdog singleton
+ *   autotls_status.c       status page, renew handler, mod_status section
+ */
+#ifndef MOD_AUTOTLS_H
+#define MOD_AUTOTLS_H
+
+#include <httpd.h>
+#include <http_config.h>
+#include <http_log.h>
+#include <apr_tables.h>
+
+#include "at_conf.h"
+#include "at_live.h"
+#include "at_serve.h"
+#include "at_store.h"
+#include "at_log.h"
+
+extern module AP_MODULE_DECLARE_DATA autotls_module;
+
+#define AT_AP_UNSET (-1)
+#define AT_AP_ACME_TLS "acme-tls/1"
+
+/* A virtual host whose certificate the module manages (one per generation). */
+typedef struct at_ap_site {
+    server_rec  *s;
+    const char  *id;             /* "example.com:443", the core's site key */
+    const char  *where;          /* "file:line" of its AutoTLS on */
+    const char **names;          /* normalised; names[0] is the primary */
+    int          nnames;
+    const char  *ph_cert;        /* placeholder files handed to mod_ssl */
+    const char  *ph_key;
+    int          uses_placeholder; /* mod_ssl got no certificate but ours */
+} at_ap_site;
+
+/* Per-server configuration. Per-vhost values inherit from the main server. */
+typedef struct at_ap_srv {
+    /* vhost only */
+    int          enabled;        /* AutoTLS: -1 unset, 0 off, 1 on */
+    const char  *where;          /* "file:line" of AutoTLS */
+    int          has_servername; /* the <VirtualHost> section says ServerName */
+    apr_array_header_t *names;   /* AutoTLSNames (normalised char *), or NULL */
+
+    /* inherited */
+    const char  *ca_url;
+    const char  *ca_trust;
+    const char  *client_cert;
+    const char  *client_key;
+    apr_array_header_t *contacts;   /* char * "mailto:..." */
+    int          accept_terms;      /* -1 unset */
+    apr_array_header_t *keys;       /* at_key_spec */
+    apr_array_header_t *challenges; /* at_challenge_type */
+    at_renew_window window;
+    int          window_set;
+    const char  *profile;
+    const char  *eab_kid;
+    const char  *eab_key;
+    const char  *eab_alg;
+    const char  *preferred_chain;
+    const char  *dns01_command;
+
+    /* main server only */
+    const char  *store_dir;
+    const char  *notify_command;
+    long         concurrency;       /* -1 unset */
+    size_t       shm_size;          /* 0 unset */
+    long         retry_min;         /* -1 unset */
+    long         retry_max;
+
+    /* runtime: the managed site of this vhost (this generation), or NULL */
+    at_ap_site  *site;
+} at_ap_srv;
+
+typedef struct at_ap_shm at_ap_shm;
+
+/* This configuration generation: built in check_config, completed in
+ * post_config, inherited by the children. */
+typedef struct at_ap_gen {
+    apr_pool_t  *pool;           /* pconf */
+    server_rec  *s;              /* main server */
+    at_conf     *conf;           /* NULL when no vhost says AutoTLS on */
+    const char  *store_dir;
+    apr_array_header_t *sites;   /* at_ap_site * */
+    at_ap_shm   *shm;            /* shared region, NULL until post_config */
+    at_live     *live;
+    at_logger    logger;         /* to the main server's error log */
+} at_ap_gen;
+
+extern at_ap_gen *at_ap_g;
+
+static inline at_ap_srv *at_ap_srv_of(const server_rec *s)
+{
+    return (at_ap_srv *)ap_get_module_config(s->module_config, &autotls_module);
+}
+
+/* autotls_directives.c */
+extern const command_rec at_ap_directives[];
+void *at_ap_srv_create(apr_pool_t *p, server_rec *s);
+void *at_ap_srv_merge(apr_pool_t *p, void *basev, void *addv);
+
+/* autotls_sites.c: build the core configuration from the managed vhosts.
+ * Logs what is wrong and returns -1 when the configuration cannot work. */
+int at_ap_sites_build(at_ap_gen *g, apr_pool_t *ptemp);
+/* Is host (lowercase) one of the names the module manages? */
+int at_ap_is_managed_name(const at_ap_gen *g, const char *host);
+/* The name a managed vhost serves for a requested host: host itself when the
+ * site covers it, else its primary name. */
+const char *at_ap_site_name(const at_ap_site *site, const char *host);
+
+/* autotls_shm.c */
+int  at_ap_shm_setup(at_ap_gen *g, size_t size, int exact);
+/* Renew requests from any worker to the renewal thread. */
+int  at_ap_shm_request(at_ap_shm *shm, const char *what);
+int  at_ap_shm_take(at_ap_shm *shm, char (*out)[256], int max);
+void at_ap_shm_engine(at_ap_shm *shm, pid_t pid);
+pid_t at_ap_shm_engine_pid(at_ap_shm *shm, apr_time_t *since);
+
+/* autotls_tls.c */
+void at_ap_tls_hooks(void);
+int  at_ap_tls_post_config(at_ap_gen *g, apr_pool_t *ptemp);
+void at_ap_tls_child_init(at_ap_gen *g, apr_pool_t *pchild);
+at_serve *at_ap_serve(void);
+
+/* autotls_http.c */
+void at_ap_http_hooks(void);
+
+/* autotls_renew.c */
+int  at_ap_renew_post_config(at_ap_gen *g, apr_pool_t *pconf);
+void at_ap_renew_child_init(at_ap_gen *g, apr_pool_t *pchild);
+
+/* autotls_status.c */
+void at_ap_status_hooks(void);
+
+/* mod_autotls.c: a logger that writes to s's error log. */
+void at_ap_logger_init(at_logger *lg, server_rec *s);
+
+#endif
