@@ -38,6 +38,7 @@
 #define RD_RESCUE_NS  2000000L         /* after 2 ms of an odd counter, check for a dead writer */
 #define RD_GIVEUP_NS  200000000L       /* after 200 ms, report busy */
 #define WR_LOCK_SEC   10
+#define CHURN_SLACK   (64u * 1024)
 
 enum { T_DEAD = 0, T_HTTP01 = 1, T_ALPN01 = 2, T_CERT = 3, T_NAME = 4, T_MAX = 4 };
 
@@ -640,11 +641,33 @@ static int size_ok(size_t size, at_error *err)
     return 0;
 }
 
+/* Generations must never repeat for one piece of memory: workers of a
+ * previous server generation may still hold parsed certificates keyed by
+ * them when the host formats the region again (a reload reusing the zone).
+ * So continue from what the old header says, and never start below the
+ * wall clock in microseconds (far more than one publish per microsecond
+ * would be needed to catch up with it). */
+static void first_counters(const lv_hdr *h, uint64_t *gen, uint64_t *retired)
+{
+    struct timespec ts;
+    uint64_t clock_us;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    clock_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    *gen = clock_us;
+    *retired = 0;
+    if (h->magic == LV_MAGIC && h->version == LV_VERSION && h->hdr_size == sizeof(lv_hdr)) {
+        if (h->generation > *gen)
+            *gen = h->generation;
+        *retired = h->retired + 1;
+    }
+}
+
 int at_live_format(void *mem, size_t size, at_error *err)
 {
     lv_hdr *h = mem;
     pthread_mutexattr_t ma;
     uint32_t nb, boff, aoff;
+    uint64_t gen0, retired0;
     int rc;
 
     if (!mem || ((uintptr_t)mem & 7))
@@ -654,7 +677,10 @@ int at_live_format(void *mem, size_t size, at_error *err)
     nb = pick_buckets(size);
     boff = (uint32_t)((sizeof(lv_hdr) + 63) & ~(size_t)63);
     aoff = (boff + nb * (uint32_t)sizeof(uint32_t) + 63) & ~63u;
+    first_counters(h, &gen0, &retired0);
     memset(mem, 0, aoff);
+    h->generation = gen0;
+    h->retired = retired0;
     h->magic = LV_MAGIC;
     h->version = LV_VERSION;
     h->size = size;
@@ -737,6 +763,7 @@ at_live *at_live_new_private(size_t size, at_error *err)
         at_error_set(err, AT_ERR_INTERNAL, "out of memory allocating a %zu-byte live table", size);
         return NULL;
     }
+    memset(mem, 0, sizeof(lv_hdr));   /* fresh memory: no previous header to continue from */
     if (at_live_format(mem, size, err) != 0 || !(lv = at_live_attach(mem, size, err))) {
         free(mem);
         return NULL;
@@ -772,17 +799,22 @@ static int err_full(at_live *lv, size_t need, const char *what, at_error *err)
                         what, need, live, lv->size, want / 1024);
 }
 
-/* Make room for need bytes of records; compact if that helps. */
+/* Make room for need bytes of records; compact if that helps. Compacting
+ * also once dead records outweigh live ones keeps the pages a table ever
+ * touches near twice its live data, whatever size was configured; each
+ * compaction then copies no more than the garbage it frees. */
 static int ensure_space(at_live *lv, size_t need, const char *what, at_error *err)
 {
-    uint32_t used = ld32(&lv->hdr->used);
-    if (need <= lv->map.end - used)
+    uint32_t used = ld32(&lv->hdr->used), live = ld32(&lv->hdr->live);
+    size_t dead = (size_t)(used - lv->map.area_off) - live;
+    int churn = dead > (size_t)live + CHURN_SLACK;
+
+    if (need <= lv->map.end - used && !churn)
         return 0;
-    if (need <= lv->map.end - lv->map.area_off - ld32(&lv->hdr->live)) {
-        if (lv_rebuild(lv, 0) != 0)
+    if (need <= lv->map.end - lv->map.area_off - live) {
+        if (lv_rebuild(lv, 0) != 0 && need > lv->map.end - ld32(&lv->hdr->used))
             return at_error_set(err, AT_ERR_INTERNAL, "out of memory compacting the live table");
-        used = ld32(&lv->hdr->used);
-        if (need <= lv->map.end - used)
+        if (need <= lv->map.end - ld32(&lv->hdr->used))
             return 0;
     }
     return err_full(lv, need, what, err);

@@ -32,7 +32,10 @@
  * The region has a fixed size (AutoTLSSharedMemory / autotls_zone); when a
  * write does not fit, the writer compacts (only dead records are dropped),
  * and if it still does not fit the write fails with a message that names the
- * size to configure. Offsets are 32-bit: a region holds at most 4 GiB - 64 KiB.
+ * size to configure. It also compacts once dead records outweigh live ones,
+ * so the memory a table actually touches stays near twice its live data even
+ * in a generously sized region. Offsets are 32-bit: a region holds at most
+ * 4 GiB - 64 KiB.
  *
  * Names and hosts are compared lowercase, without a trailing dot. A name
  * belongs to one certificate per key kind; if two certificates claim it, the
@@ -59,8 +62,11 @@ typedef struct at_live at_live;
 size_t at_live_size_hint(size_t nnames);
 
 /* Format mem[0..size) as an empty table (erases anything there; no process
- * may be using it). mem must be MAP_SHARED memory for cross-process use, or
- * any memory for one process; it must be 8-byte aligned. */
+ * may be writing it). mem must be MAP_SHARED memory for cross-process use, or
+ * any memory for one process; it must be 8-byte aligned. Generations continue
+ * above those of a table formatted there before (and above the clock in
+ * microseconds), so per-process caches keyed by generation in workers that
+ * outlive a reload can never mistake a new certificate for an old one. */
 int at_live_format(void *mem, size_t size, at_error *err);
 
 /* Attach to a formatted region (checks magic, version, layout and size). The

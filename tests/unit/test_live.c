@@ -123,8 +123,28 @@ static void t_format_attach(void)
         AT_CHECK_INT(st.size, size);
         AT_CHECK(st.used > 0 && st.used < size / 4);
         AT_CHECK_INT(st.certs + st.names + st.http01 + st.alpn01, 0);
-        AT_CHECK_INT(st.generation, 0);
         at_live_detach(lv);
+    }
+    /* Formatting the same memory again never reuses a generation. */
+    lv = at_live_attach(mem, size, &err);
+    if (lv) {
+        const char *names[] = { "a.example" };
+        uint64_t g1 = 0, g2 = 0, r1;
+        AT_CHECK_OK(at_live_put_cert(lv, "a", names, 1, AT_KEY_EC, "chain", "key", &g1, &err), &err);
+        AT_CHECK_OK(at_live_put_cert(lv, "a", names, 1, AT_KEY_EC, "chain", "key", &g1, &err), &err);
+        r1 = at_live_retired(lv);
+        at_live_detach(lv);
+        AT_CHECK_OK(at_live_format(mem, size, &err), &err);
+        lv = at_live_attach(mem, size, &err);
+        AT_CHECK(lv != NULL);
+        if (lv) {
+            AT_CHECK_INT(at_live_cert_gen(lv, "a.example", AT_KEY_EC, NULL, NULL), 0);
+            AT_CHECK_OK(at_live_put_cert(lv, "a", names, 1, AT_KEY_EC, "chain", "key", &g2, &err), &err);
+            AT_CHECK_MSG(g2 > g1, "generation %llu after a re-format, %llu before",
+                         (unsigned long long)g2, (unsigned long long)g1);
+            AT_CHECK(at_live_retired(lv) > r1);
+            at_live_detach(lv);
+        }
     }
     AT_CHECK(at_live_format(mem, 1024, &err) != 0);
     AT_CHECK_CONTAINS(err.msg, "at least");
@@ -419,6 +439,40 @@ static void t_full_and_compaction(void)
     at_error_clear(&err);
 }
 
+/* In a roomy region, renewals must not creep over every page: dead records
+ * are compacted away once they outweigh the live ones. */
+static void t_footprint_bounded(void)
+{
+    at_error err = AT_ERROR_INIT;
+    const size_t size = 8 * 1024 * 1024;
+    at_live *lv = at_live_new_private(size, &err);
+    at_live_stats st;
+    size_t peak = 0;
+
+    AT_CHECK(lv != NULL);
+    if (!lv)
+        return;
+    for (int i = 0; i < 3000; i++) {
+        char id[32], name[64];
+        const char *names[1] = { name };
+        snprintf(id, sizeof(id), "c%d", i % 10);
+        snprintf(name, sizeof(name), "h%d.example", i % 10);
+        if (publish(lv, id, names, 1, AT_KEY_EC, 3000, NULL, &err) != 0) {
+            AT_CHECK_MSG(0, "publish %d: %s", i, err.msg);
+            break;
+        }
+        at_live_get_stats(lv, &st);
+        if (st.used > peak)
+            peak = st.used;
+    }
+    at_live_get_stats(lv, &st);
+    AT_CHECK(st.compactions > 0);
+    AT_CHECK_MSG(peak <= 2 * st.live + 72 * 1024, "touched %zu bytes for %zu live", peak, st.live);
+    AT_CHECK(peak < size / 4);
+    at_live_free_private(lv);
+    at_error_clear(&err);
+}
+
 /* 10,000 names: hashed lookups, and the sizes the benchmark will report. */
 static void t_scale(void)
 {
@@ -430,6 +484,7 @@ static void t_scale(void)
         at_live_stats st;
         double t0, t1;
         char *chain, *key;
+        uint64_t base;
 
         AT_CHECK_MSG(lv != NULL, "%s", err.msg);
         if (!lv)
@@ -437,6 +492,8 @@ static void t_scale(void)
         /* A realistic ECDSA chain (~2.7 KB) and key (~240 B) per name. */
         chain = fake_pem("CERTIFICATE", "x", 0, 2600);
         key = fake_pem("PRIVATE KEY", "x", 0, 200);
+        at_live_get_stats(lv, &st);
+        base = st.generation;
         t0 = now_s();
         for (size_t i = 0; i < n; i++) {
             char id[32], name[64];
@@ -454,7 +511,7 @@ static void t_scale(void)
             uint32_t entry;
             uint64_t gen;
             snprintf(name, sizeof(name), "host-%zu.example.net", i);
-            if (at_live_cert_gen(lv, name, AT_KEY_EC, &entry, &gen) != 1 || gen != i + 1)
+            if (at_live_cert_gen(lv, name, AT_KEY_EC, &entry, &gen) != 1 || gen != base + i + 1)
                 bad++;
         }
         for (size_t i = 0; i < n; i++) {
@@ -770,6 +827,7 @@ static const at_test_case cases[] = {
     AT_CASE(t_cert_put_replace_del),
     AT_CASE(t_wildcard),
     AT_CASE(t_full_and_compaction),
+    AT_CASE(t_footprint_bounded),
     AT_CASE(t_scale),
     AT_CASE(t_multiprocess_readers),
     AT_CASE(t_writer_killed_holding_lock),
