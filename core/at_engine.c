@@ -588,6 +588,11 @@ at_engine *at_engine_new(const at_conf *conf, at_store *store, at_live *live,
         at_engine_free(e);
         return NULL;
     }
+    if (live) {
+        at_live_stats ls;
+        at_live_get_stats(live, &ls);
+        e->live_repairs = ls.repairs;
+    }
     return e;
 }
 
@@ -713,6 +718,19 @@ static time_t engine_turn(at_engine *e, time_t now, int start_new)
 {
     time_t next = now + AT_ENGINE_MAX_SLEEP;
     size_t ncerts = e->conf->ncerts;
+    at_live_stats ls;
+
+    /* A writer that died mid-compaction can cost records: put every stored
+     * certificate back (cheap, and only after such a rare event). */
+    at_live_get_stats(e->live, &ls);
+    if (ls.repairs != e->live_repairs) {
+        at_error perr = AT_ERROR_INIT;
+        e->live_repairs = ls.repairs;
+        at_log(&e->log, AT_LOG_WARN, "the shared certificate table was repaired; republishing the stored certificates");
+        if (at_engine_preload(e->conf, e->store, e->live, &e->log, &perr) < 0)
+            at_log(&e->log, AT_LOG_ERROR, "republishing: %s", perr.msg);
+        at_error_clear(&perr);
+    }
 
     /* Answers that arrived, exchanges whose backoff ended. */
     for (at_slot *s = e->slots, *nx; s; s = nx) {

@@ -125,6 +125,7 @@ struct at_engine {
     at_hook       *notify;       /* notify commands being reaped */
     unsigned       next_tag;
     int            orders_running;
+    uint64_t       live_repairs;  /* at_live repairs seen; a change means republish */
     at_engine_event_fn *event_fn;
     void          *event_ud;
 
