@@ -194,13 +194,13 @@ int at_key_to_pem(EVP_PKEY *pkey, at_buf *out, at_error *err)
 {
     /* A secure-memory BIO is wiped when freed: the key text does not linger
      * in freed heap. */
-    BIO *bio = BIO_new(BIO_s_secmem());
+    BIO *bio;
     char *data;
     long n;
     int rv = -1;
     if (!pkey)
         return at_error_set(err, AT_ERR_INTERNAL, "no key to write as PEM");
-    if (!bio)
+    if (!(bio = BIO_new(BIO_s_secmem())))
         return at_error_set_openssl(err, "cannot allocate a buffer for a private key");
     if (!PEM_write_bio_PKCS8PrivateKey(bio, pkey, NULL, NULL, 0, NULL, NULL)) {
         at_error_set_openssl(err, "cannot write the private key as PKCS#8 PEM");
