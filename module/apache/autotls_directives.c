@@ -116,10 +116,9 @@ static const char *vhost_only(cmd_parms *cmd)
 
 static const char *global_only(cmd_parms *cmd)
 {
-    const char *e = ap_check_cmd_context(cmd, GLOBAL_ONLY);
-    if (e)
+    if (ap_check_cmd_context(cmd, GLOBAL_ONLY))
         return apr_psprintf(cmd->pool, "%s applies to the whole server: move it outside "
-                            "<VirtualHost> (%s)", cmd->cmd->name, e);
+                            "<VirtualHost>", cmd->cmd->name);
     return NULL;
 }
 

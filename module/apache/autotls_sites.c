@@ -100,9 +100,10 @@ static int add_site(at_ap_gen *g, server_rec *s, at_ap_srv *sc, apr_pool_t *ptem
         return -1;
     if (sc->accept_terms == AT_AP_UNSET) {
         ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, NULL,
-                     "AutoTLS on at %s: the certificate authority's terms of service have not been "
-                     "accepted; add \"AutoTLSAcceptTerms on\" (once, outside <VirtualHost>) after reading "
-                     "them at %s. For a CA without terms, say \"AutoTLSAcceptTerms off\"",
+                     "AutoTLS on at %s: the terms of service of the certificate authority %s have not "
+                     "been accepted; read them (its ACME directory links them) and add "
+                     "\"AutoTLSAcceptTerms on\" once, outside <VirtualHost>. For a CA without terms, "
+                     "say \"AutoTLSAcceptTerms off\"",
                      sc->where, sc->ca_url ? sc->ca_url : AT_CA_LETSENCRYPT);
         return -1;
     }
@@ -166,22 +167,28 @@ int at_ap_sites_build(at_ap_gen *g, apr_pool_t *ptemp)
     const at_ap_srv *mc = at_ap_srv_of(main_s);
     int bad = 0;
 
+    apr_array_header_t *vhosts = apr_array_make(ptemp, 16, sizeof(server_rec *));
+
     g->sites = apr_array_make(g->pool, 8, sizeof(at_ap_site *));
     g->store_dir = mc->store_dir ? mc->store_dir : ap_server_root_relative(g->pool, "autotls");
+    /* Apache links vhosts in reverse order; sites go in the order written. */
     for (server_rec *s = main_s->next; s; s = s->next) {
-        at_ap_srv *sc = at_ap_srv_of(s);
-        sc->site = NULL;
-        if (sc->enabled != 1)
-            continue;
+        at_ap_srv_of(s)->site = NULL;
+        if (at_ap_srv_of(s)->enabled == 1)
+            APR_ARRAY_PUSH(vhosts, server_rec *) = s;
+    }
+    if (vhosts->nelts > 0) {
+        g->conf = at_conf_new();
         if (!g->conf) {
-            g->conf = at_conf_new();
-            if (!g->conf) {
-                ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, NULL, "AutoTLS: out of memory");
-                return -1;
-            }
-            apr_pool_cleanup_register(g->pool, g->conf, conf_cleanup, apr_pool_cleanup_null);
+            ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, NULL, "AutoTLS: out of memory");
+            return -1;
         }
-        if (add_site(g, s, sc, ptemp) != 0)
+        apr_pool_cleanup_register(g->pool, g->conf, conf_cleanup, apr_pool_cleanup_null);
+        g->conf->hints = apache_hints;
+    }
+    for (int i = vhosts->nelts - 1; i >= 0; i--) {
+        server_rec *s = APR_ARRAY_IDX(vhosts, i, server_rec *);
+        if (add_site(g, s, at_ap_srv_of(s), ptemp) != 0)
             bad = 1;
     }
     if (bad)
@@ -201,7 +208,6 @@ int at_ap_sites_build(at_ap_gen *g, apr_pool_t *ptemp)
         return -1;
     }
 
-    g->conf->hints = apache_hints;
     free(g->conf->store_dir);
     g->conf->store_dir = strdup(g->store_dir);
     free(g->conf->notify_command);

@@ -1,0 +1,62 @@
+"""Certificate-authority features through mod_autotls: external account
+binding, and the preferred alternate chain.
+"""
+
+import base64
+import os
+
+from cryptography import x509
+
+from apache_env import (issuer_cn, make_stack, s_client_cert, stack_ca, stack_dns,  # noqa: F401
+                        status_vhost, vhost)
+from procs import wait_until
+
+ISSUE_TIMEOUT = 90
+KID = "kid-autotls-test"
+HMAC_KEY = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
+
+
+def test_eab_account(make_stack):
+    st = make_stack(lambda a: f"AutoTLSEAB {KID} {HMAC_KEY}\n" + status_vhost(a)
+                    + vhost("eab.test", a.https_port),
+                    require_eab=True, eab_keys={KID: HMAC_KEY})
+    cert = st.apache.wait_for_cert("eab.test", ISSUE_TIMEOUT, root_pem=st.root_pem)
+    assert cert is not None
+
+
+def test_eab_missing_is_reported_with_the_directive(make_stack):
+    st = make_stack(lambda a: status_vhost(a) + vhost("noeab.test", a.https_port),
+                    require_eab=True, eab_keys={KID: HMAC_KEY})
+    a = st.apache
+
+    def failed():
+        entries = a.cert_status("noeab.test")
+        return entries and entries[0]["last_error"] and entries[0]
+    entry = wait_until(failed, ISSUE_TIMEOUT, "the account to be refused")
+    assert "AutoTLSEAB" in entry["last_error"]["message"], entry
+    assert "AutoTLSEAB" in a.error_log()
+
+
+def test_preferred_alternate_chain(make_stack):
+    def body(a):
+        return (status_vhost(a)
+                + vhost("alt.test", a.https_port, f"AutoTLSPreferredChain \"{body.alt_cn}\"")
+                + vhost("dflt.test", a.https_port))
+    st = make_stack(lambda a: "", alternate_roots=1, start=False)
+    roots = [x509.load_pem_x509_certificate(p.encode()) for p in st.pebble.roots()]
+    assert len(roots) == 2
+    default_cn = roots[0].subject.rfc4514_string().split("CN=", 1)[1].split(",")[0]
+    body.alt_cn = roots[1].subject.rfc4514_string().split("CN=", 1)[1].split(",")[0]
+    a = st.apache
+    a.write_config(st.global_config() + body(a))
+    a.start()
+    for name in ("alt.test", "dflt.test"):
+        a.wait_for_cert(name, ISSUE_TIMEOUT)
+    _, alt_chain = s_client_cert(a.https_port, "alt.test")
+    _, dflt_chain = s_client_cert(a.https_port, "dflt.test")
+    top_alt = x509.load_pem_x509_certificate(alt_chain[-1].encode())
+    top_dflt = x509.load_pem_x509_certificate(dflt_chain[-1].encode())
+    assert issuer_cn(top_alt) == body.alt_cn
+    assert issuer_cn(top_dflt) == default_cn
+    # And the preferred chain verifies against its own root.
+    a.wait_for_cert("alt.test", 5, root_pem=st.pebble.root(1))
