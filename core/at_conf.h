@@ -103,16 +103,24 @@ at_conf *at_conf_new(void);
 void     at_conf_free(at_conf *conf);
 
 /* Add a site: normalise and validate its names, expand one certificate per
- * key type, share identical CA settings, and refuse a name already managed
- * with the same key type by another site (the message names both sites).
+ * key type (id from the first name and the key slug, e.g.
+ * "example.com_ec256"), share identical CA settings, and refuse a name
+ * already managed with the same key kind (EC or RSA: the server picks a
+ * certificate per kind) by another site (the message names both sites).
  * A site whose name set and keys equal an existing one is merged (a vhost on
- * :80 and :443 with the same names). Wildcards require dns-01 with a command. */
+ * :80 and :443 with the same names); if its other settings differ, it is
+ * refused. One CA URL has one account, so two sites that give one URL
+ * different account or transport settings are refused. Wildcards require
+ * dns-01 with a command; dns-01 requires a command; IP addresses need http-01
+ * or tls-alpn-01. A missing ca.url means Let's Encrypt. On error the
+ * configuration is unchanged. Messages use conf->hints when they are set. */
 int at_conf_add_site(at_conf *conf, const at_site_conf *site, at_error *err);
 
 /* The certificate with this id, or NULL. */
 const at_cert_conf *at_conf_cert(const at_conf *conf, const char *id);
 
-/* The certificates (up to AT_MAX_KEYS) that cover host, any key type. */
+/* The certificates (up to max) that would serve host: those listing it
+ * exactly, then a wildcard one for each key kind no exact one offers. */
 size_t at_conf_certs_for_name(const at_conf *conf, const char *host,
                               const at_cert_conf **out, size_t max);
 
@@ -126,21 +134,23 @@ int at_parse_key_spec(const char *s, at_key_spec *spec, at_error *err);
 int at_parse_challenge(const char *s, at_challenge_type *t, at_error *err);
 /* "33%" or a duration. */
 int at_parse_renew_window(const char *s, at_renew_window *w, at_error *err);
-/* "90", "45s", "30m", "12h", "30d", "2w" -> seconds (> 0). */
+/* "90", "45s", "30m", "12h", "30d", "2w" -> seconds (> 0, at most ten years). */
 int at_parse_duration(const char *s, long *seconds, at_error *err);
-/* "262144", "256k", "64M", "1G" -> bytes, within [min, max]. */
+/* "262144", "256k", "64M", "1G" (binary multiples) -> bytes, within [min, max]. */
 int at_parse_size(const char *s, size_t min, size_t max, size_t *bytes, at_error *err);
-/* An email address; *uri is "mailto:addr" (malloc'd). */
+/* An email address (or "mailto:addr"); *uri is "mailto:addr" (malloc'd). */
 int at_parse_contact(const char *s, char **uri, at_error *err);
 /* A managed name (DNS, wildcard or IP); normalised into out (>= 256 bytes). */
 int at_parse_name(const char *s, char *out, size_t outsz, at_error *err);
 /* Integer within [min, max]. */
 int at_parse_int(const char *s, long min, long max, long *v, at_error *err);
-/* EAB key id and base64url HMAC key (decodes to >= 16 bytes). */
+/* EAB key id and base64url HMAC key (decodes to >= 16 bytes). Messages
+ * never quote the key. */
 int at_parse_eab(const char *kid, const char *key, at_error *err);
 /* Profile name: 1..64 of [A-Za-z0-9._-]. */
 int at_parse_profile(const char *s, at_error *err);
-/* A readable file that holds at least one PEM certificate / one private key. */
+/* A readable file that holds at least one PEM certificate / one unencrypted
+ * private key. */
 int at_parse_cert_file(const char *path, at_error *err);
 int at_parse_key_file(const char *path, at_error *err);
 /* An existing executable file (absolute path). */
