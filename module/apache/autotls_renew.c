@@ -90,7 +90,7 @@ static void start(at_ap_gen *g)
     R.running = 1;
     at_ap_shm_engine(g->shm, getpid());
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, g->s,
-                 "AutoTLS: renewing %zu certificate(s) in process %ld, store %s",
+                 "AutoTLS: renewing %" APR_SIZE_T_FMT " certificate(s) in process %ld, store %s",
                  g->conf->ncerts, (long)getpid(), g->store_dir);
     return;
 fail:

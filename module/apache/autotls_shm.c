@@ -92,7 +92,7 @@ static at_ap_shm *create(server_rec *s, apr_pool_t *ppool, size_t live_size)
 
     if (base == MAP_FAILED) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, errno, s,
-                     "AutoTLS: cannot map %zu bytes of shared memory; lower AutoTLSSharedMemory "
+                     "AutoTLS: cannot map %" APR_SIZE_T_FMT " bytes of shared memory; lower AutoTLSSharedMemory "
                      "or raise the memory limits", hs + live_size);
         return NULL;
     }
@@ -149,7 +149,7 @@ int at_ap_shm_setup(at_ap_gen *g, size_t size, int exact)
         return -1;
     if (old) {
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, g->s,
-                     "AutoTLS: shared memory resized from %zu to %zu bytes", old->live_size, size);
+                     "AutoTLS: shared memory resized from %" APR_SIZE_T_FMT " to %" APR_SIZE_T_FMT " bytes", old->live_size, size);
         destroy(old);
     }
     apr_pool_userdata_set(shm, SHM_KEY, apr_pool_cleanup_null, ppool);

@@ -205,7 +205,7 @@ static void status_short(request_rec *r, const json_t *certs)
         else
             pending++;
     }
-    ap_rprintf(r, "AutoTLSCertificates: %zu\nAutoTLSValid: %zu\nAutoTLSPending: %zu\nAutoTLSErrors: %zu\n",
+    ap_rprintf(r, "AutoTLSCertificates: %" APR_SIZE_T_FMT "\nAutoTLSValid: %" APR_SIZE_T_FMT "\nAutoTLSPending: %" APR_SIZE_T_FMT "\nAutoTLSErrors: %" APR_SIZE_T_FMT "\n",
                n, valid, pending, errors);
 }
 

@@ -41,7 +41,10 @@ static void log_to_apache(void *ud, at_log_level level, const char *msg)
     case AT_LOG_INFO:   lvl = APLOG_INFO; break;
     default:            lvl = APLOG_DEBUG; break;
     }
-    ap_log_error(APLOG_MARK, lvl, 0, s, "AutoTLS: %s", msg);
+    /* The log line's [autotls:...] tag already names us. */
+    if (strncmp(msg, "autotls: ", 9) == 0)
+        msg += 9;
+    ap_log_error(APLOG_MARK, lvl, 0, s, "%s", msg);
 }
 
 void at_ap_logger_init(at_logger *lg, server_rec *s)
@@ -103,13 +106,13 @@ static int prepare_runtime(at_ap_gen *g, apr_pool_t *pconf, at_store *st)
     n = at_engine_preload(g->conf, st, g->live, &g->logger, &err);
     if (n < 0) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, 0, g->s,
-                     "AutoTLS: the stored certificates do not fit into the shared memory (%zu bytes): %s",
+                     "AutoTLS: the stored certificates do not fit into the shared memory (%" APR_SIZE_T_FMT " bytes): %s",
                      size, err.msg);
         at_error_clear(&err);
         return -1;
     }
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, g->s,
-                 "AutoTLS: %d stored certificate(s) served; %zu managed, store %s, %zu bytes of shared memory",
+                 "AutoTLS: %d stored certificate(s) served; %" APR_SIZE_T_FMT " managed, store %s, %" APR_SIZE_T_FMT " bytes of shared memory",
                  n, g->conf->ncerts, g->store_dir, size);
     return at_ap_renew_post_config(g, pconf);
 }

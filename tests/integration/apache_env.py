@@ -24,14 +24,13 @@ import socket
 import ssl
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from procs import LOOPBACK, HarnessError, ManagedProcess, free_ports, wait_until
+from procs import LOOPBACK, ManagedProcess, free_ports, wait_until
 
 APACHE2 = "/usr/sbin/apache2"
 MODULES = "/usr/lib/apache2/modules"
@@ -46,6 +45,8 @@ STANDARD_MODULES = [
     ("status_module", "mod_status.so"),
     ("alias_module", "mod_alias.so"),
     ("rewrite_module", "mod_rewrite.so"),
+    ("dir_module", "mod_dir.so"),
+    ("mime_module", "mod_mime.so"),
 ]
 
 
@@ -119,6 +120,7 @@ class _Conn(http.client.HTTPSConnection):
     def connect(self):
         sock = socket.create_connection((LOOPBACK, self.port), self.timeout)
         self.sock = self._ctx.wrap_socket(sock, server_hostname=self.host)
+        self.peer_der = self.sock.getpeercert(binary_form=True)
 
 
 class Response:
@@ -166,8 +168,7 @@ def https_request(port, name, path="/", method="GET", root_pem=None, timeout=10.
         conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
         data = resp.read()
-        der = conn.sock.getpeercert(binary_form=True)
-        return Response(resp.status, resp.headers, data, der)
+        return Response(resp.status, resp.headers, data, conn.peer_der)
     finally:
         conn.close()
 
@@ -217,8 +218,11 @@ LogFormat "%h %t \\"%r\\" %>s %b \\"%{{Host}}i\\"" simple
 CustomLog "{root}/logs/access.log" simple
 DocumentRoot "{root}/htdocs"
 <Directory "{root}/htdocs">
+    AllowOverride None
     Require all granted
 </Directory>
+DirectoryIndex index.html
+TypesConfig /etc/mime.types
 StartServers 2
 ServerLimit 2
 ThreadsPerChild 25
@@ -476,48 +480,27 @@ class Stack:
                                       store=self.apache.store)
 
 
-@pytest.fixture(scope="session")
-def stack_ca():
-    """A throw-away CA for Pebble's (and the proxy's) own HTTPS listener."""
-    from local_ca import LocalCA
-    path = make_world_dir("autotls-ca-")
-    yield LocalCA(path)
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-def stack_dns(stack_ca):
-    """pebble-challtestsrv: every name resolves to 127.0.0.1."""
-    from pebble import ChallTestSrv
-    srv = ChallTestSrv.start(stack_ca.directory)
-    yield srv
-    srv.stop()
-
-
 @pytest.fixture
-def make_stack(stack_ca, stack_dns):
+def make_stack(start_pebble, start_acme_proxy, local_ca, logs):
     """make_stack(body, proxy=False, start=True, **pebble_options) -> Stack.
 
     ``body`` is the configuration after the global AutoTLS lines: a string, or
-    a function of the Apache (for its ports and paths) returning one.
+    a function of the Apache (for its ports and paths) returning one. Pebble
+    validates against this Apache's ports; with ``proxy`` the fault-injecting
+    ACME proxy sits between them.
     """
-    from pebble import Pebble, PebbleOptions
     made = []
 
     def make(body, proxy=False, start=True, apache_kw=None, **pebble_options):
-        apache = Apache(**(apache_kw or {}))
-        opts = PebbleOptions(http_port=apache.http_port, tls_port=apache.https_port,
-                             **pebble_options)
-        pebble = Pebble.start(stack_ca.directory, stack_ca, stack_dns.dns_address, opts)
+        apache = Apache(logs=logs, **(apache_kw or {}))
+        made.append(apache)
+        pebble = start_pebble(http_port=apache.http_port, tls_port=apache.https_port,
+                              **pebble_options)
         stack = Stack(apache, pebble, None, pebble.directory_url)
-        made.append(stack)
         if proxy:
-            from acme_proxy import AcmeProxy
-            cert, key = stack_ca.issue(f"proxy-{pebble.port}")
-            stack.proxy = AcmeProxy(pebble.directory_url, str(stack_ca.cert_path),
-                                    str(cert), str(key)).start()
+            stack.proxy = start_acme_proxy(pebble)
             stack.directory_url = stack.proxy.directory_url
-        apache.copy_in(stack_ca.cert_path, "ca-trust.pem")
+        apache.copy_in(local_ca.cert_path, "ca-trust.pem")
         text = body(apache) if callable(body) else body
         apache.write_config(stack.global_config() + text)
         if start:
@@ -525,13 +508,7 @@ def make_stack(stack_ca, stack_dns):
         return stack
 
     yield make
-    reports = []
-    for stack in made:
-        reports.append(stack.apache.cleanup())
-        if stack.proxy:
-            stack.proxy.stop()
-        stack.pebble.stop()
-    reports = "\n".join(r for r in reports if r)
+    reports = "\n".join(r for r in (a.cleanup() for a in made) if r)
     assert not reports, f"sanitizer reports from apache2:\n{reports}"
 
 

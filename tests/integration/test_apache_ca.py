@@ -7,7 +7,7 @@ import os
 
 from cryptography import x509
 
-from apache_env import (issuer_cn, make_stack, s_client_cert, stack_ca, stack_dns,  # noqa: F401
+from apache_env import (issuer_cn, make_stack, s_client_cert,  # noqa: F401
                         status_vhost, vhost)
 from procs import wait_until
 

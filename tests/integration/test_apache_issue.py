@@ -8,7 +8,7 @@ Each test runs the real apache2 against its own Pebble; clients connect to
 import re
 
 from apache_env import (LOOPBACK, cert_names, issuer_cn, make_stack, peer_cert,  # noqa: F401
-                        s_client_cert, stack_ca, stack_dns, status_vhost, vhost)
+                        s_client_cert, status_vhost, vhost)
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 ISSUE_TIMEOUT = 90

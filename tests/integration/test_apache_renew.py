@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from apache_env import (LOOPBACK, https_request, make_stack, stack_ca, stack_dns,  # noqa: F401
+from apache_env import (LOOPBACK, https_request, make_stack,  # noqa: F401
                         status_vhost, vhost)
 from procs import wait_until
 

@@ -4,13 +4,14 @@ mod_status, after a certificate was issued and while another one fails.
 
 import json
 
-from apache_env import (LOOPBACK, make_stack, stack_ca, stack_dns, status_vhost, vhost)  # noqa: F401
+import pytest
+
+from apache_env import make_stack, status_vhost, vhost  # noqa: F401
 from procs import wait_until
 
 ISSUE_TIMEOUT = 90
 
 
-import pytest
 
 
 def body(a):
@@ -18,11 +19,11 @@ def body(a):
 
 
 @pytest.fixture
-def bad_name(stack_dns):
+def bad_name(challtestsrv):
     """bad.test resolves where nothing listens: its validation always fails."""
-    stack_dns.add_a("bad.test", ["127.0.0.2"])
+    challtestsrv.add_a("bad.test", ["127.0.0.2"])
     yield "bad.test"
-    stack_dns.clear_a("bad.test")
+    challtestsrv.clear_a("bad.test")
 
 
 def test_status_page_formats(make_stack, bad_name):
