@@ -16,7 +16,9 @@ char *at_b64url_encode_str(const void *p, size_t n);
 
 /* Decode base64url (no padding; '=' padding is tolerated only at the end).
  * Appends bytes to out. Returns -1 on any character outside the alphabet or a
- * length that cannot occur (n % 4 == 1). */
+ * length that cannot occur (n % 4 == 1), and on leftover bits that are not
+ * zero (each byte string has exactly one encoding). Nothing is appended on
+ * failure. */
 int at_b64url_decode(at_buf *out, const char *s, size_t n);
 
 /* Standard base64 with padding, no line breaks. */

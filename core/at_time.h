@@ -8,7 +8,8 @@
 #include <stddef.h>
 
 /* Parse "2025-01-02T03:04:05Z", fractional seconds and numeric offsets
- * accepted ("...05.123+02:00"). Returns 0 and sets *t, or -1. */
+ * accepted ("...05.123+02:00"; fractions are truncated, a leap second :60
+ * counts as :59). Returns 0 and sets *t, or -1. */
 int at_time_parse(const char *s, time_t *t);
 
 /* Format as "YYYY-MM-DDTHH:MM:SSZ" into buf (at least 21 bytes). */
@@ -16,7 +17,9 @@ char *at_time_format(time_t t, char *buf, size_t size);
 #define AT_TIME_BUFSIZE 32
 
 /* Parse an HTTP Retry-After value: delta-seconds or an HTTP-date.
- * Returns seconds to wait from `now` (>= 0), or -1 if unparsable. */
+ * Returns seconds to wait from `now` (>= 0; a date in the past gives 0; capped
+ * at one year), or -1 if unparsable. All three HTTP-date forms of RFC 9110
+ * are read, independent of the locale. */
 long at_time_retry_after(const char *value, time_t now);
 
 /* Wall clock, overridable for tests via at_time_set_fake(). */

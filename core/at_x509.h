@@ -57,13 +57,16 @@ int at_chain_parse(const char *pem, size_t len, STACK_OF(X509) **certs, at_error
 int at_chain_top_issuer_cn(const char *pem, size_t len, char *out, size_t outsz, at_error *err);
 
 /* RFC 9773 §4.1 certificate identifier: base64url(AKI keyIdentifier) "."
- * base64url(serial DER integer bytes). */
+ * base64url(serial DER integer bytes). AT_ERR_NOTFOUND when the certificate
+ * has no authority key identifier. */
 int at_ari_cert_id(X509 *cert, char *out, size_t outsz, at_error *err);
 
 /* RFC 8737 TLS-ALPN-01 challenge certificate: self-signed, SAN = name (DNS or
  * IP), critical id-pe-acmeIdentifier (1.3.6.1.5.5.7.1.31) holding the DER
  * OCTET STRING of SHA-256(key_authorization). The key is a fresh P-256 key.
- * Both outputs are PEM, appended. */
+ * Subject CN = the name when it fits in 64 characters (else empty, and the
+ * SAN is critical); no other extensions. Wildcards are refused (RFC 8737
+ * validates only plain names). Both outputs are PEM, appended. */
 int at_tlsalpn01_cert(const char *name, const char *key_authorization,
                       at_buf *cert_pem, at_buf *key_pem, at_error *err);
 

@@ -24,7 +24,7 @@
 #define URL_BASE "https://ca.test/acme"
 #define ACCOUNT_URL URL_BASE "/acct/1234"
 
-static void die(const char *what, const at_error *err)
+__attribute__((noreturn)) static void die(const char *what, const at_error *err)
 {
     fprintf(stderr, "at_jose_vectors: %s: %s\n", what, err ? err->msg : "out of memory");
     exit(1);
