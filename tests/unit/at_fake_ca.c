@@ -1900,10 +1900,14 @@ out:
     at_buf_free(&der);
 }
 
-static void h_cert(at_fake_ca *ca, at_http_resp *resp, fk_jws *j, size_t id, int alt)
+static void h_cert(at_fake_ca *ca, const at_http_req *req, at_http_resp *resp, fk_jws *j, size_t id, int alt)
 {
     fk_cert *c;
     char *other;
+    if (!req->accept || strcmp(req->accept, "application/pem-certificate-chain") != 0) {
+        problem(ca, resp, 406, "malformed", "ask for application/pem-certificate-chain");
+        return;
+    }
     if (id >= ca->ncerts || ca->certs[id].account != (size_t)j->acct) {
         problem(ca, resp, 404, "malformed", "no such certificate");
         return;
@@ -2115,7 +2119,7 @@ int at_fake_ca_handle(at_fake_ca *ca, const at_http_req *req, at_http_resp *resp
     case R_FINALIZE:  h_finalize(ca, resp, &j, rt.id); break;
     case R_AUTHZ:     h_authz(ca, resp, &j, rt.id); break;
     case R_CHAL:      h_challenge(ca, resp, &j, rt.id); break;
-    case R_CERT:      h_cert(ca, resp, &j, rt.id, rt.alt); break;
+    case R_CERT:      h_cert(ca, req, resp, &j, rt.id, rt.alt); break;
     case R_REVOKE:    h_revoke(ca, resp, &j); break;
     default:          problem(ca, resp, 404, "malformed", "no handler"); break;
     }
@@ -2199,6 +2203,8 @@ int at_fake_ca_run(at_fake_ca *ca, at_acme_client *c, at_acme_op *op, time_t *no
         case AT_STEP_PUBLISH:
             if (opts->publish_error) {
                 at_acme_op_published(op, st.tag, opts->publish_error);
+            } else if (opts->skip_publish) {
+                at_acme_op_published(op, st.tag, NULL);
             } else {
                 at_fake_ca_publish(ca, st.chal);
                 at_acme_op_published(op, st.tag, NULL);

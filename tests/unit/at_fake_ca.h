@@ -182,6 +182,7 @@ typedef struct at_fake_ca_run_opts {
     int     lifo;
     int     max_steps;     /* 0 = 10000 */
     const at_error *publish_error;  /* answer PUBLISH with this error */
+    int     skip_publish;  /* answer PUBLISH as done without publishing (a lying host) */
 } at_fake_ca_run_opts;
 
 int at_fake_ca_run(at_fake_ca *ca, at_acme_client *c, at_acme_op *op, time_t *now,
