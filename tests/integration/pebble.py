@@ -1,3 +1,4 @@
+#!/usr/bin/python3
 """Debian's Pebble and pebble-challtestsrv, run on loopback for one test run.
 
 ``ChallTestSrv`` is the DNS server for every name (A queries answer
@@ -6,10 +7,15 @@ ACME CA; it resolves names through challtestsrv and validates http-01 and
 tls-alpn-01 against the ``http_port`` / ``tls_port`` it was started with.
 """
 
+import argparse
 import json
+import os
+import signal
 import ssl
 import subprocess
+import sys
 import tempfile
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -320,3 +326,63 @@ def verify_chain(chain_pem, root_pem, names=None):
         got = san_names(certs[0])
         assert got == set(names), f"certificate names {sorted(got)}, expected {sorted(names)}"
     return x509.load_pem_x509_certificate(certs[0].encode())
+
+
+# ---------------------------------------------------------------- by hand
+
+def main(argv=None):
+    """Run challtestsrv and a Pebble until SIGTERM or SIGINT.
+
+    For the demo and for trying things by hand. When both are up, their
+    coordinates are written as shell assignments to WORKDIR/pebble.env (and
+    printed): PEBBLE_DIRECTORY, PEBBLE_CA_TRUST (the trust anchor for its
+    HTTPS listener), PEBBLE_ROOT (a file with the root it issues under),
+    PEBBLE_HTTP_PORT, PEBBLE_TLS_PORT, PEBBLE_MANAGEMENT, CHALLTESTSRV.
+    """
+    from local_ca import LocalCA
+
+    parser = argparse.ArgumentParser(description=main.__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", required=True, help="directory for keys, config and logs")
+    parser.add_argument("--http-port", type=int, help="port Pebble validates http-01 against")
+    parser.add_argument("--tls-port", type=int, help="port Pebble validates tls-alpn-01 against")
+    args = parser.parse_args(argv)
+
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+
+    local_ca = LocalCA(workdir / "local-ca")
+    dns = ChallTestSrv.start(workdir)
+    try:
+        pebble = Pebble.start(workdir, local_ca, dns.dns_address,
+                              PebbleOptions(http_port=args.http_port, tls_port=args.tls_port))
+        try:
+            settings = {
+                "PEBBLE_DIRECTORY": pebble.directory_url,
+                "PEBBLE_CA_TRUST": local_ca.cert_path,
+                "PEBBLE_ROOT": pebble.write_root(workdir / "pebble-root.pem"),
+                "PEBBLE_HTTP_PORT": pebble.http_port,
+                "PEBBLE_TLS_PORT": pebble.tls_port,
+                "PEBBLE_MANAGEMENT": pebble.management_url,
+                "CHALLTESTSRV": dns.management_url,
+            }
+            text = "".join(f"{k}={v}\n" for k, v in settings.items())
+            env_file = workdir / "pebble.env"
+            (workdir / "pebble.env.tmp").write_text(text)
+            os.replace(workdir / "pebble.env.tmp", env_file)     # readers see all or nothing
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            while not done.wait(1):
+                pebble.process.check_running()
+                dns.process.check_running()
+        finally:
+            pebble.stop()
+    finally:
+        dns.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
