@@ -8,6 +8,7 @@ Tests steer it per request kind ("newOrder", "finalize", "authz" ...):
     proxy.add_fault("status", kind="newOrder", count=1, status=503)
     proxy.add_fault("status", kind="newAccount", status=429, retry_after=7)
     proxy.add_fault("drop_nonce", kind="newNonce", rate=0.5)
+    proxy.add_fault("hang", path=order_url, seconds=30)     # one resource only
     proxy.stop_listening(); ...; proxy.resume_listening()
     proxy.set_renewal_info(cert_pem, start, end, retry_after=60)
     proxy.requests("newOrder")  -> every newOrder seen, with its time
@@ -63,8 +64,10 @@ DEFAULT_PROFILES = {
 ACME_ERROR = "urn:ietf:params:acme:error:"
 
 # Hop-by-hop headers (RFC 9110 section 7.6.1) and those the proxy recomputes.
+# Expect is answered by the proxy itself (100 Continue) and not passed on.
 _NOT_FORWARDED = {"connection", "keep-alive", "proxy-connection", "te", "trailer",
-                  "transfer-encoding", "upgrade", "content-length", "accept-encoding"}
+                  "transfer-encoding", "upgrade", "content-length", "accept-encoding",
+                  "expect"}
 
 # Pebble's object URLs by path prefix; the directory names the rest.
 _PEBBLE_OBJECTS = [
@@ -190,6 +193,7 @@ class Fault:
     """One injected misbehaviour and the requests it applies to.
 
     kind/method: match those requests (None matches any).
+    path: match requests whose path starts with this (a URL's path is used).
     count: apply to the next ``count`` matching requests, then expire.
     rate: apply to this share (0..1) of matching requests.
     Neither: apply to every matching request until cleared.
@@ -199,12 +203,14 @@ class Fault:
     method: str = None
     count: int = None
     rate: float = None
+    path: str = None
     params: dict = field(default_factory=dict)
     applied: int = 0
 
-    def matches(self, method, kind):
+    def matches(self, method, kind, path):
         return ((self.kind is None or self.kind == kind)
                 and (self.method is None or self.method == method)
+                and (self.path is None or path.startswith(self.path))
                 and (self.count is None or self.applied < self.count))
 
 
@@ -385,11 +391,15 @@ class AcmeProxy:
 
     # -- faults
 
-    def add_fault(self, action, kind=None, method=None, count=None, rate=None, **params):
-        """Inject ``action`` into matching requests; see the module docstring."""
+    def add_fault(self, action, kind=None, method=None, count=None, rate=None, path=None,
+                  **params):
+        """Inject ``action`` into matching requests; see the module docstring
+        and ``Fault``. Returns the Fault (its ``applied`` counts uses)."""
         if action not in _FAULT_ACTIONS:
             raise ValueError(f"unknown fault action {action!r}")
-        fault = Fault(action, kind, method, count, rate, params)
+        if path is not None and "://" in path:
+            path = urllib.parse.urlsplit(path).path
+        fault = Fault(action, kind, method, count, rate, path, params)
         with self._lock:
             self._faults.append(fault)
         return fault
@@ -407,10 +417,10 @@ class AcmeProxy:
         with self._lock:
             self._faults.clear()
 
-    def _pick_fault(self, method, kind):
+    def _pick_fault(self, method, kind, path):
         with self._lock:
             for fault in self._faults:
-                if not fault.matches(method, kind):
+                if not fault.matches(method, kind, path):
                     continue
                 if fault.rate is not None and self._random.random() >= fault.rate:
                     continue
@@ -493,7 +503,7 @@ class AcmeProxy:
         kind = self.classify(path)
         record = Record(method, path, kind, time.monotonic(), time.time())
         self._decode_jws(record, body)
-        fault = self._pick_fault(method, kind)
+        fault = self._pick_fault(method, kind, path)
         record.fault = fault.action if fault else None
         self._record(record)
         if self._stopping.is_set():

@@ -264,6 +264,10 @@ class Pebble:
         Path(path).write_text(self.root(index))
         return Path(path)
 
+    def verify(self, chain_pem, names=None, root_index=0):
+        """``verify_chain`` against this Pebble's root ``root_index``."""
+        return verify_chain(chain_pem, self.root(root_index), names)
+
     def cert_status(self, cert_pem):
         """Pebble's record of an issued certificate: {"Status": "Valid"|"Revoked", ...}."""
         serial = format(x509.load_pem_x509_certificate(cert_pem.encode()).serial_number, "x")

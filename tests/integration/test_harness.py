@@ -176,6 +176,14 @@ def test_proxy_503_for_the_next_request(acme_proxy, local_ca):
     assert statuses == [503, 201]
     assert [r.fault for r in acme_proxy.requests("newOrder")] == ["status", None]
 
+    # A fault for one resource leaves the others alone.
+    other, _ = client.new_order(["other.example.com"])
+    acme_proxy.add_fault("status", path=order.uri, status=500)
+    assert client.net.post(other.uri, None).status_code == 200
+    with pytest.raises(messages.Error) as err:
+        client.net.post(order.uri, None)
+    assert err.value.code == "serverInternal"
+
 
 def test_proxy_429_with_retry_after(acme_proxy, local_ca):
     acme_proxy.rate_limit("newAccount", retry_after=7, count=2)
@@ -413,3 +421,18 @@ def _read_lines(stream, count, timeout):
             raise EOFError(f"stream ended after {data!r}")
         data += chunk
     return data.decode().splitlines()[:count]
+
+
+@pytest.mark.parametrize("header", ["Expect: 100-continue", "Transfer-Encoding: chunked"])
+def test_proxy_forwards_bodies_as_curl_sends_them(acme_proxy, local_ca, header):
+    new_account = _directory(acme_proxy, local_ca)["newAccount"]
+    body = json.dumps({"protected": "e30", "payload": "", "signature": "x" * 4096})
+    result = subprocess.run(
+        ["curl", "-sS", "--max-time", "20", "--cacert", str(local_ca.cert_path),
+         "-H", "Content-Type: application/jose+json", "-H", header,
+         "--data-binary", body, new_account],
+        capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    # Pebble itself judged the (bogus) JWS: the body arrived whole.
+    assert json.loads(result.stdout)["type"] == "urn:ietf:params:acme:error:malformed"
+    assert acme_proxy.requests("newAccount")[-1].status == 400
