@@ -9,7 +9,9 @@ Fixtures (scope):
                               Pebble and the proxy over HTTPS
     challtestsrv (session)    ChallTestSrv: DNS for Pebble, set_txt/clear_txt
     logs (session)            LogWatch: ``logs.watch(label, path)`` shows a log
-                              file's new lines when a test fails
+                              file's new lines if the current test fails
+                              (processes started with logs=logs are watched
+                              until they stop)
     start_pebble (function)   factory: start_pebble(http_port=..., tls_port=...,
                               eab_keys=..., require_eab=..., nonce_reject=...,
                               authz_reuse=..., alternate_roots=...,
@@ -85,6 +87,7 @@ def pytest_runtest_call(item):
 def pytest_runtest_teardown(item):
     with _time_limit():
         yield
+    _logs.end_test()
 
 
 class _time_limit:
@@ -172,7 +175,6 @@ def start_pebble(harness_dir, local_ca, challtestsrv):
     yield start
     for pebble in started:
         pebble.stop()
-        _logs.forget(pebble.process.name)
 
 
 @pytest.fixture

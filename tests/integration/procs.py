@@ -102,18 +102,32 @@ class LogWatch:
     def __init__(self):
         self._files = {}          # label -> Path
         self._marks = {}          # label -> byte offset at test start
+        self._lasting = set()     # labels kept beyond the current test
 
-    def watch(self, label, path):
-        """Show ``path`` under ``label`` in the report of a failing test."""
+    def watch(self, label, path, lasting=False):
+        """Show ``path`` under ``label`` in the report of a failing test.
+
+        The watch ends with the current test, or with ``forget`` when
+        ``lasting`` (a process's log is watched until the process stops).
+        """
         self._files[label] = Path(path)
+        if lasting:
+            self._lasting.add(label)
 
     def forget(self, label):
         self._files.pop(label, None)
         self._marks.pop(label, None)
+        self._lasting.discard(label)
 
     def mark(self):
         """Remember where every watched file ends (called at test start)."""
         self._marks = {label: _size(path) for label, path in self._files.items()}
+
+    def end_test(self):
+        """Drop the watches that were only for the test that just ended."""
+        for label in list(self._files):
+            if label not in self._lasting:
+                self.forget(label)
 
     def sections(self, max_lines=100):
         """(label, text) for every watched file's output since the last mark."""
@@ -165,7 +179,7 @@ class ManagedProcess:
             raise HarnessError(f"cannot start {name} ({self.argv[0]}): {e}") from e
         ManagedProcess._live.add(self)
         if logs is not None:
-            logs.watch(name, self.log_path)
+            logs.watch(name, self.log_path, lasting=True)
 
     @classmethod
     def stop_all(cls):
@@ -201,6 +215,8 @@ class ManagedProcess:
         if not self._log.closed:
             self._log.close()
         ManagedProcess._live.discard(self)
+        if self._logs is not None:
+            self._logs.forget(self.name)
 
     def _signal(self, sig):
         with contextlib.suppress(ProcessLookupError):
