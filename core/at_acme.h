@@ -131,7 +131,8 @@ void at_acme_exch_free(at_acme_exch *x);
 
 /* Next thing to do. On AT_EXCH_SEND, *out is a fresh request the caller owns
  * (at_http_req_free). A HEAD to newNonce is produced first when the pool is
- * empty. The client must have its directory. */
+ * empty. The client must have its directory. AT_EXCH_WAIT with *until == 0
+ * means a reply is still due (next() was called before feed()). */
 at_exch_state at_acme_exch_next(at_acme_exch *x, time_t now, at_http_req *out,
                                 time_t *until, at_error *err);
 
@@ -205,7 +206,10 @@ typedef struct at_order_params {
     int          use_preauthorization;  /* use newAuthz when the directory has it (default 1) */
 } at_order_params;
 
-/* A new order. The certificate key is generated now (at_acme_op_cert_key). */
+/* A new order. The certificate key is generated now (at_acme_op_cert_key).
+ * Refused at once (AT_ERR_CONFIG) when a wildcard lacks dns-01, an IP
+ * address has only dns-01, or the directory lists profiles and not
+ * p->profile (the message names those offered). */
 at_acme_op *at_acme_order_new(at_acme_client *c, const at_order_params *p, at_error *err);
 
 /* Resume an order from a checkpoint and the key saved with it (up-referenced).
@@ -235,24 +239,33 @@ typedef struct at_account_params {
     const char  *eab_hint;       /* how the admin configures EAB, e.g. "AutoTLSEAB KID KEY" */
 } at_account_params;
 
-/* Uses the client's key and kid. */
+/* Uses the client's key and kid. ENSURE is refused at once (AT_ERR_CONFIG,
+ * nothing sent) when the directory requires external account binding and
+ * none is configured (naming eab_hint), or has terms of service that are not
+ * accepted (naming the terms URL and terms_hint). A successful ROLLOVER
+ * installs new_key in the client. */
 at_acme_op *at_acme_account_new(at_acme_client *c, at_account_action action,
                                 const at_account_params *p, at_error *err);
 
 /* Revoke a certificate (PEM, leaf first) with the account key. reason per
- * RFC 5280 (0 unspecified, 1 keyCompromise, 4 superseded, 5 cessationOfOperation) or -1. */
+ * RFC 5280 (0 unspecified, 1 keyCompromise, 4 superseded, 5 cessationOfOperation) or -1.
+ * A certificate the CA reports as alreadyRevoked counts as done. */
 at_acme_op *at_acme_revoke_new(at_acme_client *c, const char *cert_pem, int reason, at_error *err);
 
 /* "keyCompromise" etc. -> code, -1 if unknown. */
 int at_revoke_reason_parse(const char *s);
 
 /* RFC 9773 renewal information for a certificate (PEM, leaf first). Fails with
- * AT_ERR_NOTFOUND when the directory has no renewalInfo. */
+ * AT_ERR_NOTFOUND when the directory has no renewalInfo (at once) or the CA
+ * answers 404 (the op fails). */
 at_acme_op *at_acme_ari_new(at_acme_client *c, const char *cert_pem, at_error *err);
 
 /* Drive an op: call repeatedly; each call returns the next step. REQUEST and
  * PUBLISH steps may come several in a row (they run concurrently); WAIT means
- * "nothing more until a reply or until step->until". */
+ * "nothing more until a reply or until step->until". Once DONE or FAILED is
+ * returned, every later call returns it again and late replies are ignored.
+ * Anything published is withdrawn (WITHDRAW steps) before DONE or FAILED.
+ * Returns -1 with FAILED, else 0. */
 int  at_acme_op_step(at_acme_op *op, time_t now, at_step *step);
 
 /* Reply to a REQUEST step: the exchange's final response, or transport_err. */
@@ -271,9 +284,11 @@ void at_acme_op_free(at_acme_op *op);
 /* Order results and state. */
 json_t   *at_acme_op_checkpoint(const at_acme_op *op);   /* new ref: {"order_url":..,"status":..,"names":[..],"key":"ec:P-256",...} */
 EVP_PKEY *at_acme_op_cert_key(const at_acme_op *op);     /* borrowed */
-const char *at_acme_op_chain_pem(const at_acme_op *op);  /* DONE: chosen chain */
+const char *at_acme_op_chain_pem(const at_acme_op *op);  /* DONE: chosen chain, else NULL */
 const char *at_acme_op_order_url(const at_acme_op *op);  /* or NULL */
-/* Which challenge type validated each identifier ("http-01" ...), for status. */
+/* Which challenge types validated the identifiers ("http-01", or
+ * "http-01,dns-01" when mixed), for status; NULL when every authorization
+ * was already valid. */
 const char *at_acme_op_challenge_used(const at_acme_op *op);
 
 /* Account results. */
@@ -284,7 +299,7 @@ const json_t *at_acme_op_account(const at_acme_op *op);  /* the account object *
 typedef struct at_ari_result {
     time_t start;
     time_t end;
-    time_t retry_after;           /* absolute time to ask again */
+    time_t retry_after;           /* absolute time to ask again, 0 if the CA gave none */
     char   explanation_url[512];
 } at_ari_result;
 const at_ari_result *at_acme_op_ari(const at_acme_op *op);
