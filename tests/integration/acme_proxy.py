@@ -376,7 +376,7 @@ class AcmeProxy:
         self._thread.start()
 
     def _learn_directory(self):
-        status, _, body = self._upstream("GET", self._directory_path, {}, b"")
+        status, _, body = self._upstream("GET", self._directory_path, [], b"")
         if status != 200:
             raise RuntimeError(f"upstream directory {self.upstream_directory}: HTTP {status}")
         for key, url in json.loads(body).items():
@@ -556,13 +556,18 @@ class AcmeProxy:
         if kind == "renewalInfo":
             response = self._renewal_info_response(path[len(RENEWAL_INFO_PATH):])
             response.set_header("Link", f'<{origin}{self._directory_path}>;rel="index"')
-        elif kind == "newOrder" and record.profile is not None and record.profile not in self.profiles:
+        elif (kind == "newOrder" and record.profile is not None and self.profiles
+              and record.profile not in self.profiles):
             response = problem(400, "invalidProfile",
                                f"profile {record.profile!r} is not offered by this CA")
             self._add_nonce(response)
         else:
             forward = [(k, v) for k, v in headers if k.lower() not in _NOT_FORWARDED]
-            status, upstream_headers, upstream_body = self._upstream(method, path, forward, body)
+            try:
+                status, upstream_headers, upstream_body = self._upstream(method, path,
+                                                                         forward, body)
+            except (OSError, http.client.HTTPException) as e:
+                return problem(502, "serverInternal", f"test proxy: upstream failed: {e}")
             response = _Response(status, [(k, v) for k, v in upstream_headers
                                           if k.lower() not in _NOT_FORWARDED],
                                  upstream_body)
@@ -606,7 +611,8 @@ class AcmeProxy:
             if self.profiles:
                 doc.setdefault("meta", {})["profiles"] = dict(self.profiles)
             response.set_json(doc)
-        elif kind == "newOrder" and record.profile is not None and isinstance(doc, dict):
+        elif (kind == "newOrder" and record.profile is not None and self.profiles
+              and isinstance(doc, dict)):
             location = response.header("Location")
             if location:
                 with self._lock:

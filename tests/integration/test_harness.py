@@ -282,6 +282,13 @@ def test_proxy_refuses_connections_while_stopped(acme_proxy, local_ca):
     assert _raw(acme_proxy.directory_url, local_ca)[0] == 200
 
 
+def test_proxy_answers_502_when_pebble_is_gone(acme_proxy, pebble, local_ca):
+    pebble.stop()
+    status, _, body = _raw(acme_proxy.directory_url, local_ca)
+    assert status == 502
+    assert "upstream failed" in json.loads(body)["detail"]
+
+
 def test_proxy_records_request_times(acme_proxy, local_ca):
     for _ in range(3):
         _raw(acme_proxy.directory_url, local_ca)
