@@ -407,7 +407,10 @@ static int setup_easy(at_xfer *x)
     rc |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     rc |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, d->connect_timeout_ms);
     rc |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, d->request_timeout_ms);
-    rc |= curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)d->max_response);
+    /* Refuse an announced oversize body early; a HEAD's Content-Length
+     * describes a body that never comes. */
+    if (x->req.method != AT_HTTP_HEAD)
+        rc |= curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)d->max_response);
     rc |= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     rc |= curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)x);
     rc |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);

@@ -7,15 +7,26 @@
  *   DIR/staging/<cert-id>/     order.json, key.pem             (in-flight order)
  *   DIR/state/<cert-id>.json   renewal state: failures, last error, next attempt
  *   DIR/archive/<cert-id>/<UTC-timestamp>/   replaced certificates
+ *   DIR/archive/.accounts/<ca-id>/<UTC-timestamp>/   replaced account records
  *   DIR/locks/<name>.lock
  *
  * Every write is atomic (temp file, fsync, rename, fsync of the directory);
  * a set of files that belongs together (chain + key + meta) is switched as a
- * whole, so a reader never sees a certificate without its key. Private keys
- * are 0600, directories 0700. A damaged file is moved aside (never deleted)
- * and reported with AT_ERR_CORRUPT naming the file.
+ * whole, so a reader never sees a certificate without its key: each of
+ * accounts/, certs/, staging/ keeps its versions under .sets/<id>/<version>/
+ * and <id> is a symbolic link swapped by rename (see at_store_dir.c). Names
+ * starting with a dot are the store's own. Private keys are 0600,
+ * directories 0700, whatever the umask. A damaged file is moved aside
+ * (never deleted) — for a set, the whole version, to <id>.corrupt-<UTC> —
+ * and reported once with AT_ERR_CORRUPT naming the file; afterwards the
+ * record reads as absent. Saving refuses what would not load again.
  *
- * Ids are produced by at_store_id() and are safe file names.
+ * Ids are produced by at_store_id() and are safe file names; functions that
+ * take an id refuse anything else (AT_ERR_INTERNAL).
+ *
+ * Ownership: when root writes into a store whose directory belongs to
+ * another user (the tool, Apache's parent after at_store_chown), everything
+ * it creates is handed to that user, so the server can still replace it.
  */
 #ifndef AT_STORE_H
 #define AT_STORE_H
@@ -56,7 +67,9 @@ typedef struct at_account_rec {
 
 void at_account_rec_free(at_account_rec *rec);
 
-/* AT_ERR_NOTFOUND when there is no account for this CA. */
+/* AT_ERR_NOTFOUND when there is no account for this CA (stored under
+ * at_store_id(ca_url)); AT_ERR_CORRUPT if damaged (moved aside). Saving
+ * archives the previous record. */
 int at_store_account_load(at_store *st, const char *ca_url, at_account_rec *rec, at_error *err);
 int at_store_account_save(at_store *st, const at_account_rec *rec, at_error *err);
 
@@ -88,7 +101,11 @@ int at_store_cert_retire(at_store *st, const char *id, at_error *err);
 
 /* ------------------------------------------------------ in-flight orders */
 
-/* AT_ERR_NOTFOUND when no order is in flight for id. */
+/* AT_ERR_NOTFOUND when no order is in flight for id. On success *key_pem
+ * (malloc'd, may be passed as NULL) is the order's certificate key: a
+ * checkpoint always has one (save requires a parsable key; a missing or
+ * broken one on load is AT_ERR_CORRUPT). Removing an absent order is not an
+ * error. Checkpoints are not archived. */
 int at_store_order_load(at_store *st, const char *id, json_t **checkpoint, char **key_pem, at_error *err);
 int at_store_order_save(at_store *st, const char *id, const json_t *checkpoint, const char *key_pem, at_error *err);
 int at_store_order_remove(at_store *st, const char *id, at_error *err);
@@ -106,8 +123,9 @@ int at_store_state_save(at_store *st, const char *id, const json_t *state, at_er
 
 typedef struct at_store_lock at_store_lock;
 
-/* Non-blocking, process-wide exclusive lock on `name` (released on unlock or
- * when the process dies). AT_ERR_BUSY if another process holds it. */
+/* Non-blocking exclusive lock on `name` (flock: released on unlock or when
+ * the process dies; exclusive between processes and between two holders in
+ * one process). AT_ERR_BUSY, naming the holder's pid, if someone holds it. */
 int  at_store_trylock(at_store *st, const char *name, at_store_lock **lk, at_error *err);
 void at_store_unlock(at_store_lock *lk);
 
