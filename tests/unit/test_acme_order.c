@@ -1282,6 +1282,229 @@ static void t_challenge_names(void)
     AT_CHECK_INT(at_challenge_parse(NULL), AT_CHAL_NONE);
 }
 
+/* ------------------------------------------------- replay of a real Pebble */
+
+/* Exchanges recorded from Debian's Pebble (data/acme/record_pebble.py), served
+ * back by URL in recorded order: the op must understand a real CA's objects,
+ * headers and problem documents, not only the fake CA's. */
+typedef struct replay {
+    json_t *doc;
+    json_t *ex;
+    char   *used;
+} replay;
+
+static int replay_load(replay *rp)
+{
+    char path[1024];
+    char *text;
+    size_t len;
+    at_error err = AT_ERROR_INIT;
+    memset(rp, 0, sizeof(*rp));
+    snprintf(path, sizeof(path), "%s/acme/pebble-order.json", AT_TEST_DATA_DIR);
+    text = at_test_read_file(path, &len);
+    AT_CHECK_MSG(text != NULL, "cannot read %s", path);
+    if (!text)
+        return -1;
+    rp->doc = at_json_parse_object(text, len, path, &err);
+    free(text);
+    AT_CHECK_OK(rp->doc ? 0 : -1, &err);
+    rp->ex = json_object_get(rp->doc, "exchanges");
+    rp->used = calloc(json_array_size(rp->ex) + 1, 1);
+    return rp->doc && rp->used ? 0 : -1;
+}
+
+static void replay_free(replay *rp)
+{
+    json_decref(rp->doc);
+    free(rp->used);
+}
+
+static void replay_fill(const json_t *e, at_http_resp *r)
+{
+    size_t i;
+    json_t *h;
+    const char *body = at_json_str(e, "body");
+    at_http_resp_init(r);
+    r->status = (long)json_integer_value(json_object_get(e, "status"));
+    json_array_foreach(json_object_get(e, "headers"), i, h) {
+        char line[2048];
+        snprintf(line, sizeof(line), "%s: %s\r\n", json_string_value(json_array_get(h, 0)),
+                 json_string_value(json_array_get(h, 1)));
+        at_http_resp_header(r, line, strlen(line), at_json_str(e, "url"));
+    }
+    if (body && *body) {
+        r->body = strdup(body);
+        r->body_len = strlen(body);
+    }
+}
+
+/* The next recorded answer for this request (the last one again when used up). */
+static void replay_answer(replay *rp, const at_http_req *q, at_http_resp *r)
+{
+    const char *m = q->method == AT_HTTP_HEAD ? "HEAD" : q->method == AT_HTTP_GET ? "GET" : "POST";
+    long last = -1;
+    for (size_t i = 0; i < json_array_size(rp->ex); i++) {
+        const json_t *e = json_array_get(rp->ex, i);
+        if (strcmp(at_json_str(e, "method"), m) != 0 || strcmp(at_json_str(e, "url"), q->url) != 0)
+            continue;
+        if (!rp->used[i]) {
+            rp->used[i] = 1;
+            replay_fill(e, r);
+            return;
+        }
+        last = (long)i;
+    }
+    if (last >= 0) {
+        replay_fill(json_array_get(rp->ex, (size_t)last), r);
+        return;
+    }
+    at_http_resp_init(r);
+    r->status = 404;
+    AT_CHECK_MSG(0, "no recorded answer for %s %s", m, q->url);
+}
+
+static int replay_run(replay *rp, at_acme_client *c, at_acme_op *op, time_t *now)
+{
+    for (int n = 0; n < 2000; n++) {
+        at_step st;
+        at_acme_op_step(op, *now, &st);
+        if (st.kind == AT_STEP_REQUEST) {
+            at_acme_exch *x = at_acme_exch_new(c, st.req);
+            at_error err = AT_ERROR_INIT;
+            for (int i = 0; i < 50; i++) {
+                at_http_req q;
+                at_http_resp r;
+                time_t until;
+                at_exch_state s = at_acme_exch_next(x, *now, &q, &until, &err);
+                if (s == AT_EXCH_SEND) {
+                    replay_answer(rp, &q, &r);
+                    at_http_req_free(&q);
+                    at_acme_exch_feed(x, &r, NULL, *now);
+                    at_http_resp_free(&r);
+                } else if (s == AT_EXCH_WAIT) {
+                    *now = until > *now ? until : *now + 1;
+                } else {
+                    at_acme_op_response(op, st.tag, s == AT_EXCH_DONE ? at_acme_exch_response(x) : NULL,
+                                        s == AT_EXCH_DONE ? NULL : &err, *now);
+                    break;
+                }
+            }
+            at_error_clear(&err);
+            at_acme_exch_free(x);
+        } else if (st.kind == AT_STEP_PUBLISH) {
+            at_acme_op_published(op, st.tag, NULL);
+        } else if (st.kind == AT_STEP_WAIT) {
+            if (st.until <= *now)
+                return -1;
+            *now = st.until;
+        } else if (st.kind == AT_STEP_DONE || st.kind == AT_STEP_FAILED) {
+            return (int)st.kind;
+        }
+    }
+    return -1;
+}
+
+static at_acme_client *replay_client(replay *rp)
+{
+    at_error err = AT_ERROR_INIT;
+    const char *dir = at_json_str(rp->doc, "directory_url");
+    at_acme_client *c = at_acme_client_new(dir, &err);
+    at_http_req q;
+    at_http_resp r;
+    at_key_spec ks = AT_KEY_SPEC_DEFAULT;
+    EVP_PKEY *k = at_key_generate(&ks, &err);
+    memset(&q, 0, sizeof(q));
+    q.method = AT_HTTP_GET;
+    q.url = (char *)dir;
+    replay_answer(rp, &q, &r);
+    AT_CHECK_OK(at_acme_client_set_directory(c, &r, &err), &err);
+    at_http_resp_free(&r);
+    at_acme_client_set_account(c, k, NULL);
+    EVP_PKEY_free(k);
+    return c;
+}
+
+static void t_pebble_replay(void)
+{
+    replay rp;
+    at_acme_client *c;
+    at_error err = AT_ERROR_INIT;
+    at_account_params ap;
+    at_order_params p;
+    const json_t *jn;
+    const char *names[8];
+    size_t n = 0, i;
+    json_t *v, *cp;
+    EVP_PKEY *key;
+    at_acme_op *op;
+    time_t now = T0;
+    const char *alt_pem = NULL;
+    char alt_cn[256] = "";
+
+    if (replay_load(&rp) != 0)
+        return;
+    c = replay_client(&rp);
+    AT_CHECK_CONTAINS(at_acme_client_dir(c)->key_change, "/rollover-account-key");
+    AT_CHECK(at_acme_client_dir(c)->new_authz == NULL);
+
+    /* Account: Pebble's 201 with Location and Link headers. */
+    memset(&ap, 0, sizeof(ap));
+    ap.accept_terms = 1;
+    op = at_acme_account_new(c, AT_ACCOUNT_ENSURE, &ap, &err);
+    AT_CHECK_INT(replay_run(&rp, c, op, &now), AT_STEP_DONE);
+    AT_CHECK_STR(at_acme_op_account_url(op), at_json_str(rp.doc, "account_url"));
+    AT_CHECK_STR(at_json_str(at_acme_op_account(op), "status"), "valid");
+    at_acme_client_set_account(c, at_acme_client_key(c), at_acme_op_account_url(op));
+    at_acme_op_free(op);
+
+    /* The order, two DNS names and an IP address, choosing the alternate chain. */
+    jn = json_object_get(rp.doc, "names");
+    json_array_foreach(jn, i, v)
+        if (n < 8)
+            names[n++] = json_string_value(v);
+    json_array_foreach(rp.ex, i, v)
+        if (strstr(at_json_str(v, "url"), "/alternate/"))
+            alt_pem = at_json_str(v, "body");
+    AT_CHECK(alt_pem != NULL);
+    if (alt_pem)
+        AT_CHECK_OK(at_chain_top_issuer_cn(alt_pem, strlen(alt_pem), alt_cn, sizeof(alt_cn), &err), &err);
+    key = at_key_from_pem(at_json_str(rp.doc, "cert_key"), strlen(at_json_str(rp.doc, "cert_key")), &err);
+    AT_CHECK(key != NULL);
+    p = params(names, n, HTTP, 1);
+    p.preferred_chain = alt_cn;
+    cp = json_object();                  /* a checkpoint without an order: a new one, this key */
+    op = at_acme_order_resume(c, &p, cp, key, &err);
+    AT_CHECK(op != NULL);
+    AT_CHECK_INT(replay_run(&rp, c, op, &now), AT_STEP_DONE);
+    if (at_acme_op_error(op)->code != AT_OK)
+        fprintf(stderr, "  replay: %s\n", at_acme_op_error(op)->msg);
+    check_chain(op, names, n, alt_cn);
+    AT_CHECK_STR(at_acme_op_chain_pem(op), alt_pem);
+    AT_CHECK_STR(at_acme_op_challenge_used(op), "http-01");
+    AT_CHECK_CONTAINS(at_acme_op_order_url(op), "/my-order/");
+    at_acme_op_free(op);
+    json_decref(cp);
+    EVP_PKEY_free(key);
+
+    /* Pebble's problem documents. */
+    json_array_foreach(rp.ex, i, v) {
+        at_http_resp r;
+        if (json_integer_value(json_object_get(v, "status")) < 400)
+            continue;
+        replay_fill(v, &r);
+        AT_CHECK_STR(r.content_type, "application/problem+json");
+        AT_CHECK_INT(at_acme_problem(&r, "new order", now, &err), -1);
+        AT_CHECK(at_acme_problem_type(&err) != NULL);
+        AT_CHECK_CONTAINS(err.msg, "HTTP 400");
+        if (strcmp(at_acme_problem_type(&err), "badNonce") == 0)
+            AT_CHECK_CONTAINS(err.msg, "anti-replay nonce");
+        at_error_clear(&err);
+        at_http_resp_free(&r);
+    }
+    at_acme_client_free(c);
+    replay_free(&rp);
+}
+
 static const at_test_case cases[] = {
     AT_CASE(t_basic_http01),
     AT_CASE(t_ip_identifiers),
@@ -1314,6 +1537,7 @@ static const at_test_case cases[] = {
     AT_CASE(t_ari_unavailable),
     AT_CASE(t_ari_pick),
     AT_CASE(t_challenge_names),
+    AT_CASE(t_pebble_replay),
     AT_CASE_END
 };
 
