@@ -518,6 +518,7 @@ static void authz_pending(at_acme_op *op, az *a, const json_t *obj, const at_htt
     at_challenge_type type = AT_CHAL_NONE;
     at_error e = AT_ERROR_INIT;
     const char *cst;
+    char waiting[400];
 
     if (!json_is_array(chals)) {
         at_op_fail(op, AT_ERR_PROTOCOL, "%s: the authorization for %s lists no challenges (%s)",
@@ -534,8 +535,8 @@ static void authz_pending(at_acme_op *op, az *a, const json_t *obj, const at_htt
                 return;
             }
         }
-        if (schedule(op, resp, now, op->order->authz_deadline, &a->interval, &a->next_poll,
-                     "the CA has not finished validating") == 0)
+        snprintf(waiting, sizeof(waiting), "the CA has not finished validating %s", a->name);
+        if (schedule(op, resp, now, op->order->authz_deadline, &a->interval, &a->next_poll, waiting) == 0)
             a->st = AZ_POLL;
         return;
     }
@@ -607,8 +608,11 @@ static void on_authz(at_acme_op *op, at_op_req *r, const at_http_resp *resp,
 
     if (!a)
         return;
-    snprintf(what, sizeof(what), "%s: reading the authorization for %s (%s)", op->order->what,
-             a->name ? a->name : "?", a->url);
+    if (a->name)
+        snprintf(what, sizeof(what), "%s: reading the authorization for %s (%s)", op->order->what,
+                 a->name, a->url);
+    else
+        snprintf(what, sizeof(what), "%s: reading the authorization %s", op->order->what, a->url);
     if (at_op_check(resp, terr, what, now, &e) != 0 || !(obj = at_op_json(resp, what, &e))) {
         at_op_fail_err(op, &e);
         return;
@@ -681,8 +685,8 @@ static void on_challenge(at_acme_op *op, at_op_req *r, const at_http_resp *resp,
                  at_challenge_name(a->chal.type), a->name);
         at_acme_problem_doc(&e, json_object_get(obj, "error"), 0, w, NULL, -1, NULL, 0);
         at_op_fail_err(op, &e);
-    } else if (schedule(op, resp, now, op->order->authz_deadline, &a->interval, &a->next_poll,
-                        "the CA has not finished validating") == 0) {
+    } else if (snprintf(what, sizeof(what), "the CA has not finished validating %s", a->name) > 0 &&
+               schedule(op, resp, now, op->order->authz_deadline, &a->interval, &a->next_poll, what) == 0) {
         /* The authorization tells the outcome (RFC 8555 §7.5.1). */
         a->st = AZ_POLL;
     }

@@ -630,6 +630,7 @@ static void t_poll_timeout(void)
     AT_CHECK_INT(run(&e, op, NULL), AT_STEP_FAILED);
     AT_CHECK_INT(at_acme_op_error(op)->code, AT_ERR_TIMEOUT);
     AT_CHECK_CONTAINS(at_acme_op_error(op)->msg, "30 s");
+    AT_CHECK_CONTAINS(at_acme_op_error(op)->msg, "validating example.com");
     AT_CHECK_CONTAINS(at_acme_op_error(op)->msg, "resumes");
     AT_CHECK(e.now - start >= 30 && e.now - start <= 45);
     AT_CHECK(at_fake_ca_count(e.ca, "authz") < 20);       /* the interval grew */
