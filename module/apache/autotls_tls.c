@@ -123,26 +123,23 @@ static int placeholder_ok(apr_pool_t *p, const at_ap_site *site, const char *cer
     return ok;
 }
 
-static int make_placeholder(at_ap_gen *g, at_ap_site *site, const char *dir, apr_pool_t *ptemp)
+static int make_one(at_ap_site *site, const char *cert_path, const char *key_path,
+                    const char *spec, const char *dir, apr_pool_t *ptemp)
 {
-    char id[256];
     at_buf cert = AT_BUF_INIT, key = AT_BUF_INIT;
     at_error err = AT_ERROR_INIT;
     int rv = -1;
 
-    at_store_id(site->id, id, sizeof(id));
-    site->ph_cert = apr_psprintf(g->pool, "%s/%s.cert.pem", dir, id);
-    site->ph_key = apr_psprintf(g->pool, "%s/%s.key.pem", dir, id);
-    if (placeholder_ok(ptemp, site, site->ph_cert, site->ph_key))
+    if (placeholder_ok(ptemp, site, cert_path, key_path))
         return 0;
-    if (at_placeholder_cert(site->names, (size_t)site->nnames, "ec:P-256", PLACEHOLDER_DAYS,
+    if (at_placeholder_cert(site->names, (size_t)site->nnames, spec, PLACEHOLDER_DAYS,
                             &cert, &key, &err) != 0) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, 0, site->s,
                      "AutoTLS: making the placeholder certificate for %s failed: %s", site->id, err.msg);
         goto out;
     }
-    if (write_file(site->ph_key, key.data, key.len, 0600) != 0 ||
-        write_file(site->ph_cert, cert.data, cert.len, 0644) != 0) {
+    if (write_file(key_path, key.data, key.len, 0600) != 0 ||
+        write_file(cert_path, cert.data, cert.len, 0644) != 0) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, errno, site->s,
                      "AutoTLS: cannot write the placeholder certificate for %s into %s; check that "
                      "the directory is writable by root", site->id, dir);
@@ -154,6 +151,40 @@ out:
     at_buf_free(&cert);
     at_buf_free_secret(&key);
     return rv;
+}
+
+/* One placeholder per key kind the site's certificates use, so a client
+ * that only speaks RSA still reaches the 503 page. */
+static int make_placeholders(at_ap_gen *g, at_ap_site *site, const char *dir, apr_pool_t *ptemp)
+{
+    const at_cert_conf *certs[AT_MAX_KEYS];
+    size_t n = at_conf_certs_for_name(g->conf, site->names[0], certs, AT_MAX_KEYS);
+    int want_ec = n == 0, want_rsa = 0;
+    char id[256];
+
+    for (size_t i = 0; i < n; i++) {
+        if (certs[i]->key.kind == AT_KEY_RSA)
+            want_rsa = 1;
+        else
+            want_ec = 1;
+    }
+    at_store_id(site->id, id, sizeof(id));
+    site->nph = 0;
+    if (want_ec) {
+        site->ph_cert[site->nph] = apr_psprintf(g->pool, "%s/%s.ec.cert.pem", dir, id);
+        site->ph_key[site->nph] = apr_psprintf(g->pool, "%s/%s.ec.key.pem", dir, id);
+        if (make_one(site, site->ph_cert[site->nph], site->ph_key[site->nph], "ec:P-256", dir, ptemp) != 0)
+            return -1;
+        site->nph++;
+    }
+    if (want_rsa) {
+        site->ph_cert[site->nph] = apr_psprintf(g->pool, "%s/%s.rsa.cert.pem", dir, id);
+        site->ph_key[site->nph] = apr_psprintf(g->pool, "%s/%s.rsa.key.pem", dir, id);
+        if (make_one(site, site->ph_cert[site->nph], site->ph_key[site->nph], "rsa:2048", dir, ptemp) != 0)
+            return -1;
+        site->nph++;
+    }
+    return 0;
 }
 
 /* acme-tls/1 must be among a vhost's Protocols, or ap_select_protocol never
@@ -185,7 +216,7 @@ int at_ap_tls_post_config(at_ap_gen *g, apr_pool_t *ptemp)
     }
     for (int i = 0; i < g->sites->nelts; i++) {
         at_ap_site *site = APR_ARRAY_IDX(g->sites, i, at_ap_site *);
-        if (make_placeholder(g, site, dir, ptemp) != 0)
+        if (make_placeholders(g, site, dir, ptemp) != 0)
             return -1;
         allow_acme_tls(g, site->s);
     }
@@ -205,10 +236,12 @@ static int add_cert_files(server_rec *s, apr_pool_t *p, apr_array_header_t *cert
     at_ap_site *site = site_of(s);
     (void)p;
     /* The administrator's own SSLCertificateFile is served until ours is live. */
-    if (!site || !site->ph_cert || cert_files->nelts > 0)
+    if (!site || site->nph == 0 || cert_files->nelts > 0)
         return DECLINED;
-    APR_ARRAY_PUSH(cert_files, const char *) = site->ph_cert;
-    APR_ARRAY_PUSH(key_files, const char *) = site->ph_key;
+    for (int i = 0; i < site->nph; i++) {
+        APR_ARRAY_PUSH(cert_files, const char *) = site->ph_cert[i];
+        APR_ARRAY_PUSH(key_files, const char *) = site->ph_key[i];
+    }
     site->uses_placeholder = 1;
     return OK;
 }

@@ -39,8 +39,9 @@ typedef struct at_ap_site {
     const char  *where;          /* "file:line" of its AutoTLS on */
     const char **names;          /* normalised; names[0] is the primary */
     int          nnames;
-    const char  *ph_cert;        /* placeholder files handed to mod_ssl */
-    const char  *ph_key;
+    const char  *ph_cert[2];     /* placeholder files handed to mod_ssl, */
+    const char  *ph_key[2];      /* one per key kind the site uses */
+    int          nph;
     int          uses_placeholder; /* mod_ssl got no certificate but ours */
 } at_ap_site;
 

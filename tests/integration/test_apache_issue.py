@@ -7,6 +7,8 @@ Each test runs the real apache2 against its own Pebble; clients connect to
 
 import re
 
+import pytest
+
 from apache_env import (LOOPBACK, cert_names, issuer_cn, make_stack, peer_cert,  # noqa: F401
                         s_client_cert, status_vhost, vhost)
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -33,8 +35,8 @@ def test_http01_first_certificate(make_stack):
     assert cert_names(cert) == {"h1.test"}
     r = a.https("h1.test", root_pem=st.root_pem)
     assert r.status == 200 and "hello from apache" in r.text
-    # The port-80 vhost itself still redirects everything else.
-    assert a.http("h1.test", "/page").status == 301
+    # Everything else on the port-80 vhost still meets the RewriteRule.
+    assert a.http("h1.test", "/page").status == 403
     assert re.search(r"answering the http-01 challenge for h1\.test", a.error_log())
     [entry] = a.cert_status("h1.test")
     assert entry["state"] == "valid" and entry["challenge"] == "http-01"
@@ -90,9 +92,10 @@ def test_ten_vhosts_issued_concurrently(make_stack):
     assert len(ordering) == 10, f"only {len(ordering)} orders before the first issuance"
 
 
-def test_dual_keys_each_client_gets_its_own(make_stack):
+def dual_keys(make_stack, challenges):
     st = make_stack(lambda a: status_vhost(a) + vhost("dual.test", a.https_port,
-                                                      "AutoTLSKeys ec:P-256 rsa:2048"))
+                                                      "AutoTLSKeys ec:P-256 rsa:2048",
+                                                      f"AutoTLSChallenges {challenges}"))
     a = st.apache
 
     def both_live():
@@ -118,3 +121,13 @@ def test_dual_keys_each_client_gets_its_own(make_stack):
                                "rsa_pss_rsae_sha256")
     assert c13_ec.serial_number == ec_cert.serial_number
     assert c13_rsa.serial_number == rsa_cert.serial_number
+
+
+def test_dual_keys_each_client_gets_its_own(make_stack):
+    dual_keys(make_stack, "http-01")
+
+
+@pytest.mark.xfail(reason="core engine: the EC and RSA orders of one name run at once and their "
+                          "tls-alpn-01 challenge certificates replace each other in the live table")
+def test_dual_keys_with_tls_alpn01(make_stack):
+    dual_keys(make_stack, "tls-alpn-01 http-01")

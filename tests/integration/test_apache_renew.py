@@ -20,6 +20,9 @@ ISSUE_TIMEOUT = 90
 
 
 def renew_and_wait(a, name, old_serial, root_pem, timeout=ISSUE_TIMEOUT):
+    # The engine records a renew request with a one-second clock and ignores
+    # one that is not later than the last issuance: never ask in that second.
+    time.sleep(1.1)
     r = a.renew(name)
     assert r.status == 202, (r.status, r.text)
     return wait_until(lambda: (lambda c: c if c.serial_number != old_serial else None)(
@@ -32,7 +35,7 @@ def test_new_certificate_served_without_restart(make_stack):
     first = a.wait_for_cert("hot.test", ISSUE_TIMEOUT, root_pem=st.root_pem)
     pids = (a.pid, a.children())
     second = renew_and_wait(a, "hot.test", first.serial_number, st.root_pem)
-    assert second.not_valid_before_utc >= first.not_valid_before_utc
+    assert second.not_valid_before >= first.not_valid_before
     assert (a.pid, a.children()) == pids, "renewal must not restart any process"
     # Every child serves the new one: many fresh handshakes land on both.
     for _ in range(40):
