@@ -526,6 +526,10 @@ static int check_overlap(const at_conf *conf, const site_work *w, at_error *err)
         for (size_t k = 0; k < w->nkeys; k++) {
             if (c->key.kind != w->keys[k].kind)
                 continue;
+            if (names_set_eq(c->names, c->nnames, w->names, w->nnames))
+                return at_error_set(err, AT_ERR_CONFIG, "site %s certifies the same names as site %s but "
+                                    "with other key types; give both the same key types (they then "
+                                    "share the certificates)", w->site, c->site);
             for (size_t n = 0; n < w->nnames; n++)
                 if (has_name(c, w->names[n]))
                     return at_error_set(err, AT_ERR_CONFIG, "site %s and site %s both certify '%s' with %s "

@@ -641,6 +641,12 @@ static void t_merge(void)
     b.window.percent = 0;
     b.ca = "https://other.example/dir";
     CHECK_BAD(add(c, &b, err), "different CA");
+    b.ca = NULL;
+    /* the :80 vhost without the RSA key: the same names, other key types */
+    b.nkeys = 1;
+    b.keys[0] = (at_key_spec)EC256;
+    CHECK_BAD(add(c, &b, err), "site example.com:80 certifies the same names as site example.com:443 but "
+              "with other key types; give both the same key types");
     AT_CHECK_INT(c->ncerts, 2);
     AT_CHECK_INT(c->ncas, 1);
     at_conf_free(c);
@@ -661,7 +667,9 @@ static void t_overlap(void)
               "(ec:P-256 and ec:P-256)", "remove it from one of them");
     /* Another key kind for the same name is a different certificate. */
     AT_CHECK_OK(add(c, &r, &e), &e);
-    /* Another EC curve is still the EC certificate of that name. */
+    /* Another EC curve is still the EC certificate of those names. */
+    CHECK_BAD(add(c, &p, err), "site siteP certifies the same names as site siteA but with other key types");
+    p.names[1] = "p.example";
     CHECK_BAD(add(c, &p, err), "site siteA and site siteP both certify 'a.example' with an EC key",
               "(ec:P-256 and ec:P-384)");
     /* A subset of a site's names is not that site. */
