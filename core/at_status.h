@@ -14,6 +14,22 @@
  *     "ari":{"start":..,"end":..,"explanation":..}|null,
  *     "last_error":{"code":..,"message":..,"problem":{..}|null}|null}]}
  * No key material and no EAB key ever appears in it.
+ *
+ * States: "valid" (a certificate in its validity, nothing in flight),
+ * "renewing" (a valid certificate and an order in flight), "pending" (no
+ * usable certificate; an order in flight or never attempted), "missing" (no
+ * usable certificate and nothing under way), "error" (the last attempt
+ * failed, or the stored certificate is damaged). renew_at/renew_reason come
+ * from the planner (at_planner.h); next_attempt is the engine's recorded
+ * retry time after a failure, never before the CA's Retry-After.
+ *
+ * Prometheus families (labels id and name = first name): autotls_certificate_info
+ * (+ key_type, issuer, serial, ca), autotls_certificate_state (+ state, 1 or 0
+ * for each of the five), autotls_certificate_not_before_seconds,
+ * autotls_certificate_not_after_seconds, autotls_renewal_due_seconds,
+ * autotls_certificate_next_attempt_seconds (all Unix times) and
+ * autotls_certificate_failures; autotls_shared_memory_{size,used}_bytes when
+ * the host added "server":{"shared_memory":{...}}.
  */
 #ifndef AT_STATUS_H
 #define AT_STATUS_H
@@ -25,14 +41,17 @@
 #include "at_conf.h"
 #include "at_store.h"
 
+/* A new reference, or NULL (with err) only when conf or st is missing or
+ * memory runs out: a certificate the store cannot read is shown as an error. */
 json_t *at_status_collect(const at_conf *conf, at_store *st, time_t now, at_error *err);
 
 int at_status_render_json(const json_t *status, at_buf *out);
 int at_status_render_html(const json_t *status, at_buf *out);
 int at_status_render_prometheus(const json_t *status, at_buf *out);
 
-/* Pick a renderer from a query string ("format=json", "format=prometheus",
- * anything else HTML). Sets *content_type to a static string. */
+/* Pick a renderer from a query string ("format=json", "format=prometheus" or
+ * "format=metrics", anything else HTML). Sets *content_type to a static
+ * string. Renderers append to out; -1 when out cannot grow (out->max). */
 int at_status_render_query(const json_t *status, const char *query, at_buf *out,
                            const char **content_type);
 
