@@ -374,11 +374,16 @@ static void pub_remember(at_task *t, at_challenge_type type, const char *key, co
     t->pubs = p;
 }
 
-static void pub_forget(at_engine *e, at_task *t, at_challenge_type type, const char *key)
+static void pub_forget(at_engine *e, at_task *t, at_challenge_type type, const char *key,
+                       const char *value)
 {
+    /* "*.example.com" and "example.com" both use _acme-challenge.example.com,
+     * with different values: match the value too, or one teardown removes
+     * the other's record. */
     for (at_pub **pp = &t->pubs; *pp; pp = &(*pp)->next) {
         at_pub *p = *pp;
-        if (p->type == type && strcmp(p->key, key) == 0) {
+        if (p->type == type && strcmp(p->key, key) == 0 &&
+            (!value || !p->value || strcmp(p->value, value) == 0)) {
             *pp = p->next;
             pub_withdraw(e, t, p);
             free(p->key);
@@ -448,9 +453,9 @@ static void task_withdraw(at_engine *e, at_task *t, const at_step *st)
 {
     const at_challenge_info *c = st->chal;
     switch (c->type) {
-    case AT_CHAL_HTTP01:    pub_forget(e, t, c->type, c->token); break;
-    case AT_CHAL_TLSALPN01: pub_forget(e, t, c->type, c->identifier); break;
-    case AT_CHAL_DNS01:     pub_forget(e, t, c->type, c->dns_name); break;
+    case AT_CHAL_HTTP01:    pub_forget(e, t, c->type, c->token, NULL); break;
+    case AT_CHAL_TLSALPN01: pub_forget(e, t, c->type, c->identifier, NULL); break;
+    case AT_CHAL_DNS01:     pub_forget(e, t, c->type, c->dns_name, c->dns_value); break;
     default: break;
     }
 }
@@ -902,12 +907,13 @@ int at_engine_run_once(at_engine *e, long max_seconds, at_error *err)
         int due = 0;
         for (size_t i = 0; i < e->conf->ncerts; i++) {
             at_cert_rt *rt = &e->certs[i];
-            if (!rt->failed_now && rt->plan.reason != AT_PLAN_NONE && rt->plan.due <= now)
+            if (!rt->failed_now && !rt->running &&
+                (rt->dirty || (rt->plan.reason != AT_PLAN_NONE && rt->plan.due <= now)))
                 due = 1;
         }
         int busy = 0;
         for (at_task *t = e->tasks; t; t = t->next)
-            if (!t->done && t->kind == AT_TASK_ORDER)
+            if (!t->done && (t->kind == AT_TASK_ORDER || t->kind == AT_TASK_ARI))
                 busy = 1;
         if (!busy && !due)
             break;
@@ -1034,6 +1040,7 @@ int at_engine_revoke(at_engine *e, const char *id, int reason, at_error *err)
         if (at_store_state_load(e->store, cc->id, &state, &lerr) != 0)
             state = json_object();
         json_object_set_new(state, "revoked", json_true());
+        e->certs[i].dirty = 1;
         if (at_store_state_save(e->store, cc->id, state, &lerr) != 0)
             at_log(&e->log, AT_LOG_WARN, "recording the revocation of %s: %s", cc->names[0], lerr.msg);
         json_decref(state);

@@ -157,6 +157,24 @@ void at_engine_cert_replan(at_engine *e, size_t i, time_t now)
 
 /* ----------------------------------------------------------------- orders */
 
+/* Does a running order share a name with certificate i? Two orders for one
+ * name would fight over its tls-alpn-01 certificate; run them one after the
+ * other instead, which also lets the CA reuse the first one's authorization. */
+static int overlaps_running(const at_engine *e, size_t i)
+{
+    const at_cert_conf *a = &e->conf->certs[i];
+    for (size_t j = 0; j < e->conf->ncerts; j++) {
+        const at_cert_conf *b = &e->conf->certs[j];
+        if (j == i || !e->certs[j].running)
+            continue;
+        for (size_t x = 0; x < a->nnames; x++)
+            for (size_t y = 0; y < b->nnames; y++)
+                if (strcmp(a->names[x], b->names[y]) == 0)
+                    return 1;
+    }
+    return 0;
+}
+
 int at_engine_cert_start(at_engine *e, size_t i, time_t now)
 {
     const at_cert_conf *cc = &e->conf->certs[i];
@@ -164,6 +182,9 @@ int at_engine_cert_start(at_engine *e, size_t i, time_t now)
     at_store_lock *lk = NULL;
     at_error err = AT_ERROR_INIT;
     at_task *t;
+
+    if (overlaps_running(e, i))
+        return -1;                   /* starts when the other one ends */
 
     if (at_store_trylock(e->store, cc->id, &lk, &err) != 0) {
         /* Another process (an old generation during a graceful restart, or
@@ -478,6 +499,21 @@ int at_engine_ari_start_op(at_engine *e, at_task *t, time_t now)
     return 0;
 }
 
+/* When we obtained the current certificate (CAs backdate notBefore, so
+ * that is no guide). */
+static time_t cert_obtained_at(at_engine *e, const at_cert_conf *cc)
+{
+    at_cert_rec rec;
+    at_error err = AT_ERROR_INIT;
+    time_t at = 0;
+    memset(&rec, 0, sizeof(rec));
+    if (at_store_cert_load(e->store, cc->id, &rec, &err) == 0)
+        at = jtime(rec.meta, "issued_at");
+    at_cert_rec_free(&rec);
+    at_error_clear(&err);
+    return at;
+}
+
 void at_engine_ari_done(at_engine *e, at_task *t, time_t now)
 {
     const at_cert_conf *cc = &e->conf->certs[t->cert];
@@ -490,7 +526,13 @@ void at_engine_ari_done(at_engine *e, at_task *t, time_t now)
         ari = json_object();
         json_object_set_new(st, "ari", ari);
     }
-    if (r) {
+    if (r && r->end <= cert_obtained_at(e, cc)) {
+        /* A window that closed before we obtained this certificate cannot
+         * be about it (a CA answering for the predecessor); acting on it
+         * would renew in a loop. */
+        at_log(&e->log, AT_LOG_INFO, "renewal information for %s closed before the certificate was obtained; ignored", cc->id);
+        json_object_set_new(ari, "next_check", json_integer((json_int_t)(r->retry_after > now ? r->retry_after : now + AT_ARI_DEFAULT_RECHECK)));
+    } else if (r) {
         time_t pick = jtime(ari, "pick");
         /* Keep an earlier pick while the window is unchanged, so repeated
          * checks do not keep moving the renewal moment. */
