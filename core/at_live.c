@@ -16,6 +16,7 @@
  * section. The same rebuild repairs the table after a writer died.
  */
 #include "at_live.h"
+#include "at_x509.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -159,6 +160,16 @@ static int norm_name(const char *in, char out[NAME_MAX_LEN + 1], size_t *outlen)
     out[n] = '\0';
     *outlen = n;
     return 0;
+}
+
+/* TLS-ALPN-01 names: an IP identifier is validated with its reverse-DNS
+ * name as SNI (RFC 8738 §6), so both sides key on the canonical IP. */
+static int norm_alpn_name(const char *in, char out[NAME_MAX_LEN + 1], size_t *outlen)
+{
+    char key[NAME_MAX_LEN + 1];
+    if (!in || at_name_alpn_key(in, key, sizeof(key)) != 0)
+        return -1;
+    return norm_name(key, out, outlen);
 }
 
 static int token_ok(const char *t, size_t *len)
@@ -917,7 +928,7 @@ int at_live_put_alpn01(at_live *lv, const char *name, const char *cert_pem, cons
 {
     char nm[NAME_MAX_LEN + 1], what[NAME_MAX_LEN + 64];
     size_t nl;
-    if (norm_name(name, nm, &nl) != 0)
+    if (norm_alpn_name(name, nm, &nl) != 0)
         return at_error_set(err, AT_ERR_INTERNAL, "tls-alpn-01 challenge: '%.64s' is not a host name",
                             name ? name : "");
     if (!cert_pem || !*cert_pem || !key_pem || !*key_pem)
@@ -934,7 +945,7 @@ int at_live_del_alpn01(at_live *lv, const char *name)
 {
     char nm[NAME_MAX_LEN + 1];
     size_t nl;
-    if (norm_name(name, nm, &nl) != 0)
+    if (norm_alpn_name(name, nm, &nl) != 0)
         return 0;
     return del_simple(lv, T_ALPN01, nm, nl);
 }
@@ -1144,7 +1155,7 @@ int at_live_get_alpn01(at_live *lv, const char *name, at_buf *cert_pem, at_buf *
     size_t nl, cl0 = cert_pem ? cert_pem->len : 0, kl0 = key_pem ? key_pem->len : 0;
     int rc, e, oom;
 
-    if (norm_name(name, nm, &nl) != 0)
+    if (norm_alpn_name(name, nm, &nl) != 0)
         return 0;
     for (;;) {
         lv_view v;

@@ -746,3 +746,86 @@ done:
     EVP_PKEY_free(key);
     return rv;
 }
+
+/* ------------------------------------------------------ reverse-DNS names */
+
+static int ends_with_ci(const char *s, size_t n, const char *suffix)
+{
+    size_t m = strlen(suffix);
+    return n >= m && strncasecmp(s + n - m, suffix, m) == 0;
+}
+
+int at_name_from_reverse(const char *name, char *out, size_t outsz)
+{
+    size_t n = name ? strlen(name) : 0;
+    unsigned char addr[16];
+    int af;
+
+    if (n && name[n - 1] == '.')
+        n--;
+    if (ends_with_ci(name, n, ".in-addr.arpa")) {
+        /* d.c.b.a.in-addr.arpa -> a.b.c.d */
+        unsigned long oct[4];
+        const char *p = name;
+        size_t body = n - strlen(".in-addr.arpa");
+        for (int i = 0; i < 4; i++) {
+            char *end;
+            if (p >= name + body || *p < '0' || *p > '9')
+                return -1;
+            oct[i] = strtoul(p, &end, 10);
+            if (oct[i] > 255 || end - p > 3 || (end - p > 1 && *p == '0'))
+                return -1;
+            p = end;
+            if (i < 3) {
+                if (*p != '.')
+                    return -1;
+                p++;
+            }
+        }
+        if (p != name + body)
+            return -1;
+        for (int i = 0; i < 4; i++)
+            addr[i] = (unsigned char)oct[3 - i];
+        af = AF_INET;
+    } else if (ends_with_ci(name, n, ".ip6.arpa")) {
+        /* 32 nibbles, least significant first, each followed by a dot */
+        if (n != 64 + strlen("ip6.arpa"))
+            return -1;
+        memset(addr, 0, sizeof(addr));
+        for (int i = 0; i < 32; i++) {
+            int c = name[2 * i], v;
+            if (name[2 * i + 1] != '.')
+                return -1;
+            if (c >= '0' && c <= '9')
+                v = c - '0';
+            else if (c >= 'a' && c <= 'f')
+                v = c - 'a' + 10;
+            else if (c >= 'A' && c <= 'F')
+                v = c - 'A' + 10;
+            else
+                return -1;
+            int nib = 31 - i;            /* position from the most significant nibble */
+            addr[nib / 2] |= (unsigned char)(nib % 2 ? v : v << 4);
+        }
+        af = AF_INET6;
+    } else {
+        return 0;
+    }
+    if (!inet_ntop(af, addr, out, (socklen_t)outsz))
+        return -1;
+    return 1;
+}
+
+int at_name_alpn_key(const char *name, char *out, size_t outsz)
+{
+    unsigned char addr[16];
+    int r = at_name_from_reverse(name, out, outsz);
+    if (r != 0)
+        return r == 1 ? 0 : -1;
+    if (!name || strlen(name) >= outsz)
+        return -1;
+    if (inet_pton(AF_INET6, name, addr) == 1)
+        return inet_ntop(AF_INET6, addr, out, (socklen_t)outsz) ? 0 : -1;
+    strcpy(out, name);
+    return 0;
+}

@@ -23,6 +23,16 @@ int at_name_is_ip(const char *name);
  * (lowercase, no trailing dot) into out (size >= 256). On error, err explains. */
 int at_name_normalize(const char *name, char *out, size_t outsz, at_error *err);
 
+/* RFC 8738 §6: a TLS-ALPN-01 validation of an IP identifier arrives with the
+ * reverse-DNS name as SNI ("1.0.0.127.in-addr.arpa", 32 nibbles + ".ip6.arpa").
+ * Writes the IP literal (inet_ntop form) into out and returns 1; returns 0 if
+ * name is not a reverse-DNS name, -1 if it is one but malformed. */
+int at_name_from_reverse(const char *name, char *out, size_t outsz);
+
+/* Canonical key for a TLS-ALPN-01 name: reverse-DNS names become their IP,
+ * IP literals their inet_ntop form, anything else is copied. 0 or -1. */
+int at_name_alpn_key(const char *name, char *out, size_t outsz);
+
 /* Does the pattern (possibly "*.example.com") cover host? Single-label wildcard. */
 int at_name_matches(const char *pattern, const char *host);
 

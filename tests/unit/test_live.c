@@ -242,6 +242,30 @@ static void t_alpn01(void)
     at_error_clear(&err);
 }
 
+/* RFC 8738 §6: the CA validates an IP with its reverse-DNS name as SNI. */
+static void t_alpn01_ip_reverse(void)
+{
+    at_error err = AT_ERROR_INIT;
+    at_live *lv = at_live_new_private(1 << 20, &err);
+    at_buf c = AT_BUF_INIT, k = AT_BUF_INIT;
+    AT_CHECK(lv != NULL);
+    AT_CHECK_OK(at_live_put_alpn01(lv, "127.0.0.1", "CERT-v4", "KEY-v4", &err), &err);
+    AT_CHECK_OK(at_live_put_alpn01(lv, "2001:db8::1", "CERT-v6", "KEY-v6", &err), &err);
+    AT_CHECK_INT(at_live_get_alpn01(lv, "1.0.0.127.in-addr.arpa", &c, &k), 1);
+    AT_CHECK_STR(at_buf_str(&c), "CERT-v4");
+    at_buf_reset(&c);
+    at_buf_reset(&k);
+    AT_CHECK_INT(at_live_get_alpn01(lv,
+        "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa", &c, &k), 1);
+    AT_CHECK_STR(at_buf_str(&c), "CERT-v6");
+    AT_CHECK_INT(at_live_get_alpn01(lv, "2.0.0.127.in-addr.arpa", &c, &k), 0);
+    at_live_del_alpn01(lv, "127.0.0.1");
+    AT_CHECK_INT(at_live_get_alpn01(lv, "1.0.0.127.in-addr.arpa", &c, &k), 0);
+    at_buf_free(&c);
+    at_buf_free(&k);
+    at_live_free_private(lv);
+}
+
 static void t_cert_put_replace_del(void)
 {
     at_error err = AT_ERROR_INIT;
@@ -824,6 +848,7 @@ static const at_test_case cases[] = {
     AT_CASE(t_format_attach),
     AT_CASE(t_http01),
     AT_CASE(t_alpn01),
+    AT_CASE(t_alpn01_ip_reverse),
     AT_CASE(t_cert_put_replace_del),
     AT_CASE(t_wildcard),
     AT_CASE(t_full_and_compaction),

@@ -341,6 +341,28 @@ done:
     EVP_PKEY_free(k);
 }
 
+static void t_reverse_names(void)
+{
+    char out[64];
+    AT_CHECK_INT(at_name_from_reverse("1.0.0.127.in-addr.arpa", out, sizeof(out)), 1);
+    AT_CHECK_STR(out, "127.0.0.1");
+    AT_CHECK_INT(at_name_from_reverse("4.3.2.192.IN-ADDR.ARPA.", out, sizeof(out)), 1);
+    AT_CHECK_STR(out, "192.2.3.4");
+    /* 2001:db8::1 reversed, per RFC 8738 §6 */
+    AT_CHECK_INT(at_name_from_reverse(
+        "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa", out, sizeof(out)), 1);
+    AT_CHECK_STR(out, "2001:db8::1");
+    AT_CHECK_INT(at_name_from_reverse("example.com", out, sizeof(out)), 0);
+    AT_CHECK_INT(at_name_from_reverse("1.0.0.256.in-addr.arpa", out, sizeof(out)), -1);
+    AT_CHECK_INT(at_name_from_reverse("1.0.127.in-addr.arpa", out, sizeof(out)), -1);
+    AT_CHECK_INT(at_name_from_reverse("x.0.0.127.in-addr.arpa", out, sizeof(out)), -1);
+    AT_CHECK_INT(at_name_from_reverse("1.0.ip6.arpa", out, sizeof(out)), -1);
+    AT_CHECK_INT(at_name_alpn_key("0:0:0:0:0:0:0:1", out, sizeof(out)), 0);
+    AT_CHECK_STR(out, "::1");
+    AT_CHECK_INT(at_name_alpn_key("www.example.com", out, sizeof(out)), 0);
+    AT_CHECK_STR(out, "www.example.com");
+}
+
 static void t_csr(void)
 {
     static const char *const names[] = { "example.com", "*.Example.com", "192.0.2.1",
@@ -702,6 +724,7 @@ static const at_test_case cases[] = {
     AT_CASE(t_name_normalize_invalid),
     AT_CASE(t_name_is_ip),
     AT_CASE(t_name_matches),
+    AT_CASE(t_reverse_names),
     AT_CASE(t_csr),
     AT_CASE(t_ari_cert_id_rfc9773),
     AT_CASE(t_cert_info),
