@@ -1,0 +1,551 @@
+/*
+ * ngx_http_autotls_directives.c: the autotls_* directives. Every value goes
+ * through the core's parser (at_conf.h), so nginx and Apache accept the same
+ * values and explain a bad one the same way; the directive name goes in
+ * front and nginx adds the file and line:
+ *
+ *   nginx: [emerg] autotls_keys: 'ec:P-999' is not a key type; use ... in /etc/nginx/nginx.conf:12
+ */
+#include "ngx_http_autotls_module.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "at_key.h"
+
+#define MAX_NAMES AT_MAX_NAMES_PER_CERT
+
+/* ------------------------------------------------------------- helpers */
+
+/* "autotls_keys: <what the core said>", with nginx's " in FILE:LINE". */
+static char *fail(ngx_conf_t *cf, ngx_command_t *cmd, at_error *err)
+{
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%V: %s", &cmd->name, err->msg);
+    at_error_clear(err);
+    return NGX_CONF_ERROR;
+}
+
+static const char *pool_str(ngx_pool_t *p, const u_char *s, size_t len)
+{
+    char *r = ngx_pnalloc(p, len + 1);
+    if (r) {
+        ngx_memcpy(r, s, len);
+        r[len] = '\0';
+    }
+    return r;
+}
+
+/* Copy a malloc'd string from the core into the pool. */
+static const char *pool_take(ngx_pool_t *p, char *s)
+{
+    const char *r = pool_str(p, (const u_char *)s, strlen(s));
+    free(s);
+    return r;
+}
+
+static ngx_str_t *args(ngx_conf_t *cf)
+{
+    return cf->args->elts;
+}
+
+/* A file name as nginx's own directives take it: relative to the
+ * configuration prefix (conf = 1) or to the prefix (conf = 0). */
+static const char *full_path(ngx_conf_t *cf, ngx_str_t *arg, ngx_uint_t conf)
+{
+    ngx_str_t name = *arg;
+    if (ngx_conf_full_name(cf->cycle, &name, conf) != NGX_OK)
+        return NULL;
+    return pool_str(cf->pool, name.data, name.len);
+}
+
+static char *checked_path(ngx_conf_t *cf, ngx_command_t *cmd, ngx_str_t *arg,
+                          int (*check)(const char *, at_error *), const char **out)
+{
+    at_error err = AT_ERROR_INIT;
+    const char *p = full_path(cf, arg, 1);
+
+    if (p == NULL)
+        return NGX_CONF_ERROR;
+    if (check(p, &err) != 0)
+        return fail(cf, cmd, &err);
+    *out = p;
+    return NGX_CONF_OK;
+}
+
+/* ------------------------------------------------------- create / merge */
+
+void *at_ngx_create_main_conf(ngx_conf_t *cf)
+{
+    at_ngx_main_conf_t *amcf = ngx_pcalloc(cf->pool, sizeof(*amcf));
+    if (amcf == NULL)
+        return NULL;
+    amcf->concurrency = AT_NGX_UNSET;
+    if (ngx_array_init(&amcf->sites, cf->pool, 4, sizeof(at_ngx_site_t *)) != NGX_OK)
+        return NULL;
+    return amcf;
+}
+
+void *at_ngx_create_srv_conf(ngx_conf_t *cf)
+{
+    at_ngx_srv_conf_t *ascf = ngx_pcalloc(cf->pool, sizeof(*ascf));
+    if (ascf == NULL)
+        return NULL;
+    ascf->enable = AT_NGX_UNSET;
+    ascf->accept_terms = AT_NGX_UNSET;
+    return ascf;
+}
+
+#define PICK(f) if (conf->f == NULL) conf->f = prev->f
+
+char *at_ngx_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    at_ngx_srv_conf_t *prev = parent, *conf = child;
+
+    /* A server's own switch and names are never inherited: "autotls" is
+     * not allowed at the http{} level anyway. */
+    PICK(ca_url);
+    PICK(ca_trust);
+    if (conf->client_cert == NULL) {
+        conf->client_cert = prev->client_cert;
+        conf->client_key = prev->client_key;
+    }
+    PICK(contacts);
+    if (conf->accept_terms == AT_NGX_UNSET)
+        conf->accept_terms = prev->accept_terms;
+    PICK(keys);
+    PICK(challenges);
+    if (!conf->window_set) {
+        conf->window = prev->window;
+        conf->window_set = prev->window_set;
+    }
+    PICK(profile);
+    if (conf->eab_kid == NULL) {
+        conf->eab_kid = prev->eab_kid;
+        conf->eab_key = prev->eab_key;
+        conf->eab_alg = prev->eab_alg;
+    }
+    PICK(preferred_chain);
+    PICK(dns01_command);
+    return NGX_CONF_OK;
+}
+
+void *at_ngx_create_loc_conf(ngx_conf_t *cf)
+{
+    return ngx_pcalloc(cf->pool, sizeof(at_ngx_loc_conf_t));
+}
+
+char *at_ngx_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    /* Handlers belong to the location that names them. */
+    return NGX_CONF_OK;
+}
+
+/* --------------------------------------------------------- directives */
+
+static char *cmd_autotls(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    at_ngx_srv_conf_t *ascf = conf;
+    at_ngx_main_conf_t *amcf;
+    ngx_http_ssl_srv_conf_t *sscf;
+    at_error err = AT_ERROR_INIT;
+    ngx_str_t *s;
+    int on;
+
+    if (ascf->enable != AT_NGX_UNSET)
+        return "is duplicate";
+    if (at_parse_onoff((const char *)args(cf)[1].data, &on, &err) != 0)
+        return fail(cf, cmd, &err);
+    ascf->enable = on;
+    ascf->file = cf->conf_file->file.name.data;
+    ascf->line = cf->conf_file->line;
+    if (!on)
+        return NGX_CONF_OK;
+
+    /* nginx refuses an ssl listener without a certificate in its own
+     * merge and postconfiguration, which run before this module's: give
+     * the server a placeholder now, replaced per handshake by the live
+     * certificate. An ssl_certificate written before "autotls on" is the
+     * administrator's own and is served until ours is live. */
+    sscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_ssl_module);
+    if (sscf->certificates != NGX_CONF_UNSET_PTR)
+        return NGX_CONF_OK;
+    amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_autotls_module);
+    if (at_ngx_placeholder(cf, amcf) != NGX_OK)
+        return NGX_CONF_ERROR;
+    sscf->certificates = ngx_array_create(cf->pool, 2, sizeof(ngx_str_t));
+    sscf->certificate_keys = ngx_array_create(cf->pool, 2, sizeof(ngx_str_t));
+    if (sscf->certificates == NULL || sscf->certificate_keys == NULL)
+        return NGX_CONF_ERROR;
+    if ((s = ngx_array_push(sscf->certificates)) == NULL)
+        return NGX_CONF_ERROR;
+    *s = amcf->ph_cert;
+    if ((s = ngx_array_push(sscf->certificate_keys)) == NULL)
+        return NGX_CONF_ERROR;
+    *s = amcf->ph_key;
+    ascf->placeholder = 1;
+    return NGX_CONF_OK;
+}
+
+static char *cmd_names(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    at_ngx_srv_conf_t *ascf = conf;
+    at_error err = AT_ERROR_INIT;
+    ngx_uint_t n = cf->args->nelts - 1;
+
+    if (ascf->names)
+        return "is duplicate";
+    if (n > MAX_NAMES) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%V: %ui names given; a certificate holds at most %d",
+                           &cmd->name, n, MAX_NAMES);
+        return NGX_CONF_ERROR;
+    }
+    ascf->names = ngx_array_create(cf->pool, n, sizeof(const char *));
+    if (ascf->names == NULL)
+        return NGX_CONF_ERROR;
+    for (ngx_uint_t i = 1; i <= n; i++) {
+        char name[256];
+        const char **slot, **have = ascf->names->elts;
+        int dup = 0;
+        if (at_parse_name((const char *)args(cf)[i].data, name, sizeof(name), &err) != 0)
+            return fail(cf, cmd, &err);
+        for (ngx_uint_t k = 0; k < ascf->names->nelts; k++)
+            if (strcmp(have[k], name) == 0)
+                dup = 1;
+        if (dup)
+            continue;
+        if ((slot = ngx_array_push(ascf->names)) == NULL ||
+            (*slot = pool_str(cf->pool, (u_char *)name, strlen(name))) == NULL)
+            return NGX_CONF_ERROR;
+    }
+    return NGX_CONF_OK;
+}
+
+static char *cmd_ca(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    at_ngx_srv_conf_t *ascf = conf;
+    at_error err = AT_ERROR_INIT;
+    char *url = NULL;
+
+    if (ascf->ca_url)
+        return "is duplicate";
+    if (at_parse_ca((const char *)args(cf)[1].data, &url, &err) != 0)
+        return fail(cf, cmd, &err);
+    ascf->ca_url = pool_take(cf->pool, url);
+    return ascf->ca_url ? NGX_CONF_OK : NGX_CONF_ERROR;
+}
+
+static char *cmd_ca_trust(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    at_ngx_srv_conf_t *ascf = conf;
+    if (ascf->ca_trust)
+        return "is duplicate";
+    return checked_path(cf, cmd, &args(cf)[1], at_parse_cert_file, &ascf->ca_trust);
+}
+
+static char *cmd_client_cert(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    at_ngx_srv_conf_t *ascf = conf;
+    const char *c, *k;
+    char *rv;
+
+    if (ascf->client_cert)
+        return "is duplicate";
+    if ((rv = checked_path(cf, cmd, &args(cf)[1], at_parse_cert_file, &c)) != NGX_CONF_OK)
+        return rv;
+    if ((rv = checked_path(cf, cmd, &args(cf)[2], at_parse_key_file, &k)) != NGX_CONF_OK)
+        return rv;
+    ascf->client_cert = c;
+    ascf->client_key = k;
+    return NGX_CONF_OK;
+}
+
+static char *cmd_contact(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    at_ngx_srv_conf_t *ascf = conf;
+    at_error err = AT_ERROR_INIT;
+    ngx_uint_t n = cf->args->nelts - 1;
+
+    if (ascf->contacts)
+        return "is duplicate";
+    ascf->contacts = ngx_array_create(cf->pool, n, sizeof(const char *));
+    if (ascf->contacts == NULL)
+        return NGX_CONF_ERROR;
+    for (ngx_uint_t i = 1; i <= n; i++) {
+        char *uri = NULL;
+        const char **slot;
+        if (at_parse_contact((const char *)args(cf)[i].data, &uri, &err) != 0)
+            return fail(cf, cmd, &err);
+        if ((slot = ngx_array_push(ascf->contacts)) == NULL) {
+            free(uri);
+            return NGX_CONF_ERROR;
+        }
+        if ((*slot = pool_take(cf->pool, uri)) == NULL)
+            return NGX_CONF_ERROR;
+    }
+    return NGX_CONF_OK;
+}
+
+static char *cmd_accept_terms(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    at_ngx_srv_conf_t *ascf = conf;
+    at_error err = AT_ERROR_INIT;
+    int on;
+
+    if (ascf->accept_terms != AT_NGX_UNSET)
+        return "is duplicate";
+    if (at_parse_onoff((const char *)args(cf)[1].data, &on, &err) != 0)
+        return fail(cf, cmd, &err);
+    ascf->accept_terms = on;
+    return NGX_CONF_OK;
+}
+
+static char *cmd_store(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    at_ngx_main_conf_t *amcf = conf;
+
+    if (amcf->store_dir)
+        return "is duplicate";
+    if (args(cf)[1].len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%V: give a directory, e.g. %V /var/lib/nginx/autotls",
+                           &cmd->name, &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+    amcf->store_dir = full_path(cf, &args(cf)[1], 0);
+    return amcf->store_dir ? NGX_CONF_OK : NGX_CONF_ERROR;
+}
+
+static char *cmd_keys(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    at_ngx_srv_conf_t *ascf = conf;
+    at_error err = AT_ERROR_INIT;
+    ngx_uint_t n = cf->args->nelts - 1;
+
+    if (ascf->keys)
+        return "is duplicate";
+    if (n > 2) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%V: %ui key types given; give at most one EC and "
+                           "one RSA type, e.g. %V ec:P-256 rsa:2048", &cmd->name, n, &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+    ascf->keys = ngx_array_create(cf->pool, n, sizeof(at_key_spec));
+    if (ascf->keys == NULL)
+        return NGX_CONF_ERROR;
+    for (ngx_uint_t i = 1; i <= n; i++) {
+        at_key_spec spec, *have = ascf->keys->elts, *slot;
+        if (at_parse_key_spec((const char *)args(cf)[i].data, &spec, &err) != 0)
+            return fail(cf, cmd, &err);
+        for (ngx_uint_t k = 0; k < ascf->keys->nelts; k++) {
+            if (have[k].kind == spec.kind) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%V: '%V' repeats the %s key type; give at most "
+                                   "one EC and one RSA type, e.g. %V ec:P-256 rsa:2048", &cmd->name,
+                                   &args(cf)[i], spec.kind == AT_KEY_EC ? "EC" : "RSA", &cmd->name);
+                return NGX_CONF_ERROR;
+            }
+        }
+        if ((slot = ngx_array_push(ascf->keys)) == NULL)
+            return NGX_CONF_ERROR;
+        *slot = spec;
+    }
+    return NGX_CONF_OK;
+}
+
+static char *cmd_challenges(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    at_ngx_srv_conf_t *ascf = conf;
+    at_error err = AT_ERROR_INIT;
+    ngx_uint_t n = cf->args->nelts - 1;
+
+    if (ascf->challenges)
+        return "is duplicate";
+    ascf->challenges = ngx_array_create(cf->pool, n, sizeof(at_challenge_type));
+    if (ascf->challenges == NULL)
+        return NGX_CONF_ERROR;
+    for (ngx_uint_t i = 1; i <= n; i++) {
+        at_challenge_type t, *have = ascf->challenges->elts, *slot;
+        if (at_parse_challenge((const char *)args(cf)[i].data, &t, &err) != 0)
+            return fail(cf, cmd, &err);
+        for (ngx_uint_t k = 0; k < ascf->challenges->nelts; k++) {
+            if (have[k] == t) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%V: '%V' is listed twice; list each of "
+                                   "tls-alpn-01 http-01 dns-01 at most once", &cmd->name, &args(cf)[i]);
+                return NGX_CONF_ERROR;
+            }
+        }
+        if ((slot = ngx_array_push(ascf->challenges)) == NULL)
+            return NGX_CONF_ERROR;
+        *slot = t;
+    }
+    return NGX_CONF_OK;
+}
+
+static char *cmd_window(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    at_ngx_srv_conf_t *ascf = conf;
+    at_error err = AT_ERROR_INIT;
+
+    if (ascf->window_set)
+        return "is duplicate";
+    if (at_parse_renew_window((const char *)args(cf)[1].data, &ascf->window, &err) != 0)
+        return fail(cf, cmd, &err);
+    ascf->window_set = 1;
+    return NGX_CONF_OK;
+}
+
+static char *cmd_profile(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    at_ngx_srv_conf_t *ascf = conf;
+    at_error err = AT_ERROR_INIT;
+
+    if (ascf->profile)
+        return "is duplicate";
+    if (at_parse_profile((const char *)args(cf)[1].data, &err) != 0)
+        return fail(cf, cmd, &err);
+    ascf->profile = (const char *)args(cf)[1].data;
+    return NGX_CONF_OK;
+}
+
+static char *cmd_eab(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    static const char *const algs[] = { "HS256", "HS384", "HS512" };
+    at_ngx_srv_conf_t *ascf = conf;
+    at_error err = AT_ERROR_INIT;
+    const char *kid = (const char *)args(cf)[1].data, *key = (const char *)args(cf)[2].data;
+    const char *alg = algs[0];
+
+    if (ascf->eab_kid)
+        return "is duplicate";
+    if (at_parse_eab(kid, key, &err) != 0)
+        return fail(cf, cmd, &err);
+    if (cf->args->nelts == 4) {
+        alg = NULL;
+        for (size_t i = 0; i < sizeof(algs) / sizeof(algs[0]); i++)
+            if (strcasecmp((const char *)args(cf)[3].data, algs[i]) == 0)
+                alg = algs[i];
+        if (alg == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%V: '%V' is not a MAC algorithm; use HS256 "
+                               "(the default), HS384 or HS512", &cmd->name, &args(cf)[3]);
+            return NGX_CONF_ERROR;
+        }
+    }
+    ascf->eab_kid = kid;
+    ascf->eab_key = key;
+    ascf->eab_alg = alg;
+    return NGX_CONF_OK;
+}
+
+static char *cmd_chain(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    at_ngx_srv_conf_t *ascf = conf;
+    ngx_str_t *v = &args(cf)[1];
+
+    if (ascf->preferred_chain)
+        return "is duplicate";
+    if (v->len == 0 || v->len > 255) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%V: '%V' is not an issuer name; give the common name "
+                           "(1 to 255 characters) of the root the chain should end in, e.g. "
+                           "%V \"ISRG Root X1\"", &cmd->name, v, &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+    for (size_t i = 0; i < v->len; i++) {
+        if (v->data[i] < 0x20 || v->data[i] == 0x7f) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%V: the issuer name contains a control character; "
+                               "give the common name of the root, e.g. %V \"ISRG Root X1\"",
+                               &cmd->name, &cmd->name);
+            return NGX_CONF_ERROR;
+        }
+    }
+    ascf->preferred_chain = (const char *)v->data;
+    return NGX_CONF_OK;
+}
+
+static char *cmd_dns01(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    at_ngx_srv_conf_t *ascf = conf;
+    if (ascf->dns01_command)
+        return "is duplicate";
+    return checked_path(cf, cmd, &args(cf)[1], at_parse_command, &ascf->dns01_command);
+}
+
+static char *cmd_notify(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    at_ngx_main_conf_t *amcf = conf;
+    if (amcf->notify_command)
+        return "is duplicate";
+    return checked_path(cf, cmd, &args(cf)[1], at_parse_command, &amcf->notify_command);
+}
+
+static char *cmd_concurrency(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    at_ngx_main_conf_t *amcf = conf;
+    at_error err = AT_ERROR_INIT;
+    long v;
+
+    if (amcf->concurrency != AT_NGX_UNSET)
+        return "is duplicate";
+    if (at_parse_int((const char *)args(cf)[1].data, 1, 100, &v, &err) != 0)
+        return fail(cf, cmd, &err);
+    amcf->concurrency = v;
+    return NGX_CONF_OK;
+}
+
+static char *cmd_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    at_ngx_main_conf_t *amcf = conf;
+    at_error err = AT_ERROR_INIT;
+    size_t v;
+
+    if (amcf->zone_size)
+        return "is duplicate";
+    if (at_parse_size((const char *)args(cf)[1].data, (size_t)256 * 1024, (size_t)1024 * 1024 * 1024,
+                      &v, &err) != 0)
+        return fail(cf, cmd, &err);
+    amcf->zone_size = v;
+    return NGX_CONF_OK;
+}
+
+#define SITE_CONF (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF)
+
+ngx_command_t at_ngx_commands[] = {
+    { ngx_string("autotls"), NGX_HTTP_SRV_CONF | NGX_CONF_TAKE1,
+      cmd_autotls, NGX_HTTP_SRV_CONF_OFFSET, 0, NULL },
+    { ngx_string("autotls_names"), NGX_HTTP_SRV_CONF | NGX_CONF_1MORE,
+      cmd_names, NGX_HTTP_SRV_CONF_OFFSET, 0, NULL },
+    { ngx_string("autotls_ca"), SITE_CONF | NGX_CONF_TAKE1,
+      cmd_ca, NGX_HTTP_SRV_CONF_OFFSET, 0, NULL },
+    { ngx_string("autotls_ca_trust"), SITE_CONF | NGX_CONF_TAKE1,
+      cmd_ca_trust, NGX_HTTP_SRV_CONF_OFFSET, 0, NULL },
+    { ngx_string("autotls_ca_client_certificate"), SITE_CONF | NGX_CONF_TAKE2,
+      cmd_client_cert, NGX_HTTP_SRV_CONF_OFFSET, 0, NULL },
+    { ngx_string("autotls_contact"), SITE_CONF | NGX_CONF_1MORE,
+      cmd_contact, NGX_HTTP_SRV_CONF_OFFSET, 0, NULL },
+    { ngx_string("autotls_accept_terms"), SITE_CONF | NGX_CONF_TAKE1,
+      cmd_accept_terms, NGX_HTTP_SRV_CONF_OFFSET, 0, NULL },
+    { ngx_string("autotls_keys"), SITE_CONF | NGX_CONF_1MORE,
+      cmd_keys, NGX_HTTP_SRV_CONF_OFFSET, 0, NULL },
+    { ngx_string("autotls_challenges"), SITE_CONF | NGX_CONF_1MORE,
+      cmd_challenges, NGX_HTTP_SRV_CONF_OFFSET, 0, NULL },
+    { ngx_string("autotls_renew_window"), SITE_CONF | NGX_CONF_TAKE1,
+      cmd_window, NGX_HTTP_SRV_CONF_OFFSET, 0, NULL },
+    { ngx_string("autotls_profile"), SITE_CONF | NGX_CONF_TAKE1,
+      cmd_profile, NGX_HTTP_SRV_CONF_OFFSET, 0, NULL },
+    { ngx_string("autotls_eab"), SITE_CONF | NGX_CONF_TAKE23,
+      cmd_eab, NGX_HTTP_SRV_CONF_OFFSET, 0, NULL },
+    { ngx_string("autotls_preferred_chain"), SITE_CONF | NGX_CONF_TAKE1,
+      cmd_chain, NGX_HTTP_SRV_CONF_OFFSET, 0, NULL },
+    { ngx_string("autotls_dns01_command"), SITE_CONF | NGX_CONF_TAKE1,
+      cmd_dns01, NGX_HTTP_SRV_CONF_OFFSET, 0, NULL },
+    { ngx_string("autotls_store"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+      cmd_store, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL },
+    { ngx_string("autotls_notify_command"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+      cmd_notify, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL },
+    { ngx_string("autotls_concurrency"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+      cmd_concurrency, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL },
+    { ngx_string("autotls_zone"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+      cmd_zone, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL },
+    { ngx_string("autotls_status"), NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
+      at_ngx_status_directive, NGX_HTTP_LOC_CONF_OFFSET, 0, NULL },
+    { ngx_string("autotls_renew"), NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
+      at_ngx_renew_directive, NGX_HTTP_LOC_CONF_OFFSET, 0, NULL },
+    ngx_null_command
+};

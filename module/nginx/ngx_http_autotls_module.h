@@ -1,0 +1,150 @@
+/*
+ * ngx_http_autotls_module.h: what the files of the nginx module share. The
+ * module is glue: every decision about certificates is the core's; these
+ * files turn nginx's phases and callbacks into calls of the core.
+ *
+ *   ngx_http_autotls_module.c      module record, configuration phases,
+ *                                  process start and exit
+ *   ngx_http_autotls_directives.c  the autotls_* directives, create/merge
+ *   ngx_http_autotls_sites.c       managed server blocks -> the core's at_conf
+ *   ngx_http_autotls_zone.c        the shared zone (live table + requests)
+ *   ngx_http_autotls_tls.c         placeholder, certificate / ClientHello /
+ *                                  ALPN callbacks on the servers' SSL_CTXs
+ *   ngx_http_autotls_http.c        post-read phase: HTTP-01 and the 503 page
+ *   ngx_http_autotls_renew.c       the renewal thread in worker 0, its log
+ *   ngx_http_autotls_status.c      autotls_status and autotls_renew handlers
+ */
+#ifndef NGX_HTTP_AUTOTLS_MODULE_H
+#define NGX_HTTP_AUTOTLS_MODULE_H
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "at_conf.h"
+#include "at_live.h"
+#include "at_log.h"
+#include "at_serve.h"
+
+extern ngx_module_t ngx_http_autotls_module;
+
+#define AT_NGX_UNSET  (-1)
+
+/* A server block whose certificate the module manages. */
+typedef struct at_ngx_site_s {
+    ngx_http_core_srv_conf_t  *cscf;
+    const char                *id;        /* "example.com:443": the core's site key */
+    const char               **names;     /* normalised; names[0] is the primary */
+    size_t                     nnames;
+    unsigned                   https:1;   /* listens with ssl somewhere */
+} at_ngx_site_t;
+
+/* Per server block (and the http{} level, which server blocks inherit). */
+typedef struct {
+    /* server only, never inherited */
+    ngx_int_t             enable;         /* autotls: -1 unset, 0 off, 1 on */
+    u_char               *file;           /* where "autotls on" is */
+    ngx_uint_t            line;
+    ngx_array_t          *names;          /* autotls_names: const char * (normalised) */
+    unsigned              placeholder:1;  /* ssl got our placeholder, not the admin's certificate */
+
+    /* inherited from http{} */
+    const char           *ca_url;
+    const char           *ca_trust;
+    const char           *client_cert;
+    const char           *client_key;
+    ngx_array_t          *contacts;       /* const char * "mailto:..." */
+    ngx_int_t             accept_terms;   /* -1 unset */
+    ngx_array_t          *keys;           /* at_key_spec */
+    ngx_array_t          *challenges;     /* at_challenge_type */
+    at_renew_window       window;
+    ngx_int_t             window_set;
+    const char           *profile;
+    const char           *eab_kid;
+    const char           *eab_key;
+    const char           *eab_alg;
+    const char           *preferred_chain;
+    const char           *dns01_command;
+
+    /* runtime: the managed site of this server block, or NULL */
+    at_ngx_site_t        *site;
+} at_ngx_srv_conf_t;
+
+typedef struct {
+    ngx_uint_t            status;         /* autotls_status */
+    ngx_uint_t            renew;          /* autotls_renew */
+} at_ngx_loc_conf_t;
+
+typedef struct at_ngx_shared_s at_ngx_shared_t;
+
+/* The http{} level: global settings, and what this configuration cycle built. */
+typedef struct {
+    const char           *store_dir;      /* autotls_store (absolute), or NULL */
+    const char           *notify_command;
+    ngx_int_t             concurrency;    /* -1 unset */
+    size_t                zone_size;      /* 0 unset */
+
+    /* one self-signed placeholder for every managed server ("data:" PEM) */
+    ngx_str_t             ph_cert;
+    ngx_str_t             ph_key;
+
+    /* built in postconfiguration */
+    at_conf              *conf;           /* NULL when no server says autotls on */
+    const char           *store;          /* the store directory in use */
+    ngx_array_t           sites;          /* at_ngx_site_t * */
+    ngx_shm_zone_t       *zone;
+    at_ngx_shared_t      *shared;         /* set by the zone's init */
+    at_logger             logger;         /* straight into this cycle's error log */
+    ngx_log_t            *log;
+} at_ngx_main_conf_t;
+
+/* ngx_http_autotls_directives.c */
+extern ngx_command_t at_ngx_commands[];
+void *at_ngx_create_main_conf(ngx_conf_t *cf);
+void *at_ngx_create_srv_conf(ngx_conf_t *cf);
+char *at_ngx_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child);
+void *at_ngx_create_loc_conf(ngx_conf_t *cf);
+char *at_ngx_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child);
+
+/* ngx_http_autotls_sites.c: build the core configuration; logs what is
+ * wrong (with the file and line of "autotls on") and returns NGX_ERROR. */
+ngx_int_t at_ngx_sites_build(ngx_conf_t *cf, at_ngx_main_conf_t *amcf);
+int at_ngx_is_managed_name(const at_ngx_main_conf_t *amcf, const char *host);
+/* The name a managed server serves for a requested host: host itself when
+ * the site covers it, else its primary name. */
+const char *at_ngx_site_name(const at_ngx_site_t *site, const char *host);
+/* Lowercase copy of at most outsz-1 bytes, without a trailing dot. */
+void at_ngx_lower(char *out, size_t outsz, const u_char *in, size_t len);
+
+/* ngx_http_autotls_zone.c */
+ngx_int_t at_ngx_zone_add(ngx_conf_t *cf, at_ngx_main_conf_t *amcf);
+at_live *at_ngx_live(const at_ngx_main_conf_t *amcf);
+/* Renew requests from any worker to the renewal thread. */
+ngx_int_t at_ngx_zone_request(at_ngx_shared_t *sh, const char *what);
+ngx_uint_t at_ngx_zone_take(at_ngx_shared_t *sh, char (*out)[256], ngx_uint_t max);
+/* Which process renews (0: none). */
+void at_ngx_zone_set_engine(at_ngx_shared_t *sh, ngx_pid_t expect, ngx_pid_t pid);
+ngx_pid_t at_ngx_zone_engine(at_ngx_shared_t *sh, time_t *since);
+
+/* ngx_http_autotls_tls.c */
+ngx_int_t at_ngx_placeholder(ngx_conf_t *cf, at_ngx_main_conf_t *amcf);
+ngx_int_t at_ngx_tls_postconfiguration(ngx_conf_t *cf, at_ngx_main_conf_t *amcf);
+ngx_int_t at_ngx_tls_init_process(ngx_cycle_t *cycle, at_ngx_main_conf_t *amcf);
+void at_ngx_tls_exit_process(void);
+at_serve *at_ngx_serve(void);
+
+/* ngx_http_autotls_http.c */
+ngx_int_t at_ngx_http_postconfiguration(ngx_conf_t *cf);
+ngx_int_t at_ngx_send(ngx_http_request_t *r, ngx_uint_t status, const char *ctype,
+                      const u_char *body, size_t len);
+
+/* ngx_http_autotls_renew.c */
+void at_ngx_logger_direct(at_logger *lg, ngx_log_t *log);
+ngx_int_t at_ngx_renew_init_process(ngx_cycle_t *cycle, at_ngx_main_conf_t *amcf);
+void at_ngx_renew_exit_process(ngx_cycle_t *cycle);
+
+/* ngx_http_autotls_status.c */
+char *at_ngx_status_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+char *at_ngx_renew_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+
+#endif

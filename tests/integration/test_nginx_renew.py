@@ -1,0 +1,165 @@
+"""Renewal with ngx_http_autotls_module: a forced renewal under HTTPS load
+loses no request and needs no reload; `nginx -s reload` in the middle of an
+order resumes that order (no second newOrder); certificates in the store are
+served from the first request after a restart, with the CA gone; a reload
+that adds a server keeps serving the others.
+"""
+
+import threading
+import time
+
+from nginx_env import (cert_names, client_context, issuer_cn, make_stack,  # noqa: F401
+                       peer_cert, server, status_server, PLACEHOLDER_ISSUER)
+from procs import LOOPBACK, wait_until
+
+ISSUE_TIMEOUT = 90
+
+
+class HttpsLoad:
+    """Threads doing full handshakes + GET / against one name, counting
+    every failure (handshake, verification, status, body)."""
+
+    def __init__(self, port, name, root_pem, threads=4):
+        self.port, self.name, self.root_pem = port, name, root_pem
+        self.stop_flag = threading.Event()
+        self.lock = threading.Lock()
+        self.ok = 0
+        self.failures = []
+        self.serials = {}
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _one(self):
+        import http.client
+        import socket
+        ctx = client_context(self.root_pem)
+        sock = socket.create_connection((LOOPBACK, self.port), 5)
+        tls = ctx.wrap_socket(sock, server_hostname=self.name)
+        try:
+            from cryptography import x509
+            serial = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True)).serial_number
+            conn = http.client.HTTPConnection(self.name, self.port, timeout=5)
+            conn.sock = tls
+            conn.request("GET", "/")
+            resp = conn.getresponse()
+            body = resp.read()
+            if resp.status != 200 or b"hello from nginx" not in body:
+                raise AssertionError(f"HTTP {resp.status}: {body[:200]!r}")
+            return serial
+        finally:
+            tls.close()
+
+    def _run(self):
+        while not self.stop_flag.is_set():
+            try:
+                serial = self._one()
+                with self.lock:
+                    self.ok += 1
+                    self.serials[serial] = self.serials.get(serial, 0) + 1
+            except Exception as e:  # every kind of failure counts
+                with self.lock:
+                    self.failures.append(repr(e))
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_flag.set()
+        for t in self.threads:
+            t.join(30)
+
+
+def test_forced_renewal_under_load_loses_no_request(make_stack):
+    st = make_stack(lambda n: status_server(n) + server("load.test", n.https_port))
+    n = st.nginx
+    old = n.wait_for_cert("load.test", ISSUE_TIMEOUT, root_pem=st.root_pem)
+    pids = (n.pid, n.workers())
+    with HttpsLoad(n.https_port, "load.test", st.root_pem) as load:
+        wait_until(lambda: load.ok >= 20, 30, "the load to get going")
+        # The core records a forced renewal with a one-second clock and only
+        # honours it when it is later than the last issuance.
+        time.sleep(1.1)
+        r = n.renew("load.test")
+        assert r.status == 202, r.text
+
+        def renewed():
+            c = peer_cert(n.https_port, "load.test", root_pem=st.root_pem)
+            return c.serial_number != old.serial_number and c
+        new = wait_until(renewed, ISSUE_TIMEOUT, "the renewed certificate", interval=0.2)
+        seen_new = load.ok
+        wait_until(lambda: load.ok >= seen_new + 20, 30, "requests after the renewal")
+    assert not load.failures, f"{len(load.failures)} failed requests, e.g. {load.failures[:3]}"
+    assert set(load.serials) == {old.serial_number, new.serial_number}, load.serials
+    assert cert_names(new) == {"load.test"}
+    assert (n.pid, n.workers()) == pids, "renewal must not restart anything"
+    n.wait_log(r"renewing load\.test now, as requested", 10)
+    [entry] = n.cert_status("load.test")
+    assert int(entry["serial"], 16) == new.serial_number
+
+
+def test_reload_mid_order_resumes(make_stack):
+    st = make_stack(lambda n: status_server(n) + server("resume.test", n.https_port),
+                    proxy=True, start=False)
+    # The first certificate download hangs long enough for a reload.
+    st.proxy.add_fault("delay", kind="certificate", count=1, seconds=8)
+    n = st.nginx
+    n.start()
+    wait_until(lambda: st.proxy.count("certificate") >= 1, ISSUE_TIMEOUT,
+               "the order to reach the certificate download")
+    mark = n.log_size()
+    n.reload()
+    cert = n.wait_for_cert("resume.test", ISSUE_TIMEOUT, root_pem=st.root_pem)
+    assert cert_names(cert) == {"resume.test"}
+    assert st.proxy.count("newOrder") == 1, "the order was placed again instead of resumed"
+    n.wait_log(r"resuming the order", 10, start=mark)
+    # Only the new worker 0 renews now.
+    doc = n.status_json()
+    assert doc["server"]["renewal_pid"] in n.workers()
+
+
+def test_stored_certificates_are_served_at_start_without_the_ca(make_stack):
+    st = make_stack(lambda n: status_server(n) + server("kept.test", n.https_port))
+    n = st.nginx
+    cert = n.wait_for_cert("kept.test", ISSUE_TIMEOUT, root_pem=st.root_pem)
+    n.stop()
+    st.pebble.stop()
+    n.start()
+    # The very first handshake after the start has it (published by the
+    # master before the workers run), and no 503.
+    first = n.https("kept.test", root_pem=st.root_pem)
+    assert first.status == 200
+    assert first.cert.serial_number == cert.serial_number
+
+
+def test_reload_adding_a_server_keeps_serving(make_stack):
+    def body(names):
+        return lambda n: status_server(n) + "".join(server(x, n.https_port) for x in names)
+    st = make_stack(body(["one.test"]))
+    n = st.nginx
+    one = n.wait_for_cert("one.test", ISSUE_TIMEOUT, root_pem=st.root_pem)
+    size = n.status_json()["server"]["shared_memory"]["size"]
+    # More names: a bigger default zone, so the reload makes a new one and
+    # the master fills it from the store.
+    n.write_config(st.global_config() + body(["one.test"] + [f"x{i}.test" for i in range(8)])(n))
+    n.reload()
+    assert n.status_json()["server"]["shared_memory"]["size"] > size
+    assert peer_cert(n.https_port, "one.test", root_pem=st.root_pem).serial_number == one.serial_number
+    assert n.https("one.test", root_pem=st.root_pem).status == 200
+    x = n.wait_for_cert("x7.test", ISSUE_TIMEOUT, root_pem=st.root_pem)
+    assert cert_names(x) == {"x7.test"} and issuer_cn(x) != PLACEHOLDER_ISSUER
+
+
+def test_quit_stops_the_renewal_thread_promptly(make_stack):
+    """nginx -s quit with an order hanging on the CA: the worker still exits
+    at once (the thread is stopped and joined, never waited out)."""
+    st = make_stack(lambda n: status_server(n) + server("quit.test", n.https_port),
+                    proxy=True, start=False)
+    st.proxy.add_fault("hang", kind="newOrder", seconds=60)
+    n = st.nginx
+    n.start()
+    wait_until(lambda: st.proxy.count("newOrder") >= 1, ISSUE_TIMEOUT, "the order to start")
+    t0 = time.monotonic()
+    n.stop(timeout=20)
+    assert time.monotonic() - t0 < 10, "the worker took too long to exit"
+    assert not n.process.running()
