@@ -7,6 +7,12 @@
  * bounded request head, answers and closes; the TLS side completes a
  * handshake whose certificate is the RFC 8737 challenge certificate, chosen
  * in the certificate callback from the SNI name, and closes.
+ *
+ * A well-formed request for a challenge that is not (yet) published is held
+ * for a few seconds and looked up again before it is refused: when the tool
+ * resumes an order after a crash, the CA may already be validating while the
+ * engine is still reading the order back, and a 404 at that moment would
+ * cost the whole order.
  */
 #define _GNU_SOURCE 1
 #include "at_responder.h"
@@ -34,6 +40,8 @@
 #define RS_CONN_MS        10000         /* a whole exchange */
 #define RS_DRAIN_MS       2000          /* waiting for the client to close */
 #define RS_POLL_MAX_MS    1000
+#define RS_PENDING_MS     5000          /* how long an unknown challenge is waited for */
+#define RS_RECHECK_MS     100
 #define RS_KEYAUTH_MAX    512
 #define RS_DEFAULT_NBIND  2
 #define RS_MAX_LISTEN     (AT_RESPONDER_MAX_PORTS * 2 * 8)
@@ -48,7 +56,8 @@ typedef enum rs_state {
     RS_READ,        /* http: reading the request head */
     RS_WRITE,       /* http: sending the answer */
     RS_DRAIN,       /* http: answer sent, waiting for the client's close */
-    RS_HANDSHAKE    /* tls: handshake in progress */
+    RS_HANDSHAKE,   /* tls: handshake in progress */
+    RS_PENDING      /* waiting for the challenge asked for to be published */
 } rs_state;
 
 typedef struct rs_conn {
@@ -57,11 +66,16 @@ typedef struct rs_conn {
     SSL      *ssl;
     short     events;
     long long deadline;
+    long long started;
+    long long recheck;  /* RS_PENDING: when to look again */
+    int       tls_pending; /* RS_PENDING of a TLS connection (else http) */
     char      peer[64];
     char      in[RS_HEAD_MAX];
     size_t    inlen;
     char     *out;
     size_t    outlen, outoff;
+    size_t    path_off, path_len;   /* http: the request path inside in[] */
+    int       head_only;
 } rs_conn;
 
 struct at_responder {
@@ -335,12 +349,15 @@ static int client_hello_cb(SSL *ssl, int *alert, void *arg)
 static int cert_cb(SSL *ssl, void *arg)
 {
     at_responder *r = arg;
+    rs_conn *c = SSL_get_app_data(ssl);
     char name[256];
     int rv;
 
     if (challenge_name(ssl, name, sizeof(name)) != 0)
         return 0;
     rv = at_serve_install_alpn01(r->serve, ssl, name);
+    if (rv == 0 && c && now_ms() < c->started + RS_PENDING_MS)
+        return -1;          /* suspend the handshake; looked up again shortly */
     if (rv != 1) {
         at_log(&r->log, AT_LOG_INFO, "responder: tls-alpn-01 for %s: %s", name,
                rv == 0 ? "no challenge is pending for this name" : "the challenge certificate is unusable");
@@ -409,13 +426,13 @@ static int set_answer(rs_conn *c, int status, const char *reason, const char *bo
 }
 
 /* The request head is complete (or too large): decide the answer. */
+static void http_lookup(at_responder *r, rs_conn *c);
+
 static void http_answer(at_responder *r, rs_conn *c, int complete)
 {
-    char keyauth[RS_KEYAUTH_MAX];
     char *line = c->in, *eol, *sp1, *sp2, *path;
     size_t plen;
     int head;
-    at_http01_result res;
 
     if (!complete) {
         set_answer(c, 431, "Request Header Fields Too Large", "request header too large\n", 0);
@@ -448,15 +465,49 @@ static void http_answer(at_responder *r, rs_conn *c, int complete)
         path = p ? p : "/";
     }
     plen = strcspn(path, "?#");
-    res = at_serve_http01(r->live, path, plen, keyauth, sizeof(keyauth));
-    if (res == AT_HTTP01_ANSWER) {
-        at_log(&r->log, AT_LOG_INFO, "responder: http-01 answered %.*s for %s", (int)plen, path, c->peer);
-        set_answer(c, 200, "OK", keyauth, head);
-    } else {
-        at_log(&r->log, AT_LOG_DEBUG, "responder: http-01 404 for %.*s from %s", (int)(plen > 200 ? 200 : plen),
-               path, c->peer);
-        set_answer(c, 404, "Not Found", "not found\n", head);
+    c->path_off = (size_t)(path - c->in);
+    c->path_len = plen;
+    c->head_only = head;
+    http_lookup(r, c);
+}
+
+/* Is this a challenge path with a well-formed token (worth waiting for)? */
+static int challenge_path(const char *path, size_t len)
+{
+    const size_t pl = sizeof(AT_HTTP01_PREFIX) - 1;
+    if (len <= pl || len - pl > AT_LIVE_TOKEN_MAX || memcmp(path, AT_HTTP01_PREFIX, pl) != 0)
+        return 0;
+    for (size_t i = pl; i < len; i++) {
+        char ch = path[i];
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              ch == '-' || ch == '_'))
+            return 0;
     }
+    return 1;
+}
+
+static void http_lookup(at_responder *r, rs_conn *c)
+{
+    char keyauth[RS_KEYAUTH_MAX];
+    const char *path = c->in + c->path_off;
+    size_t plen = c->path_len;
+    long long now = now_ms();
+
+    if (at_serve_http01(r->live, path, plen, keyauth, sizeof(keyauth)) == AT_HTTP01_ANSWER) {
+        at_log(&r->log, AT_LOG_INFO, "responder: http-01 answered %.*s for %s", (int)plen, path, c->peer);
+        set_answer(c, 200, "OK", keyauth, c->head_only);
+        return;
+    }
+    if (challenge_path(path, plen) && now < c->started + RS_PENDING_MS) {
+        c->state = RS_PENDING;
+        c->tls_pending = 0;
+        c->events = 0;
+        c->recheck = now + RS_RECHECK_MS;
+        return;
+    }
+    at_log(&r->log, AT_LOG_DEBUG, "responder: http-01 404 for %.*s from %s", (int)(plen > 200 ? 200 : plen),
+           path, c->peer);
+    set_answer(c, 404, "Not Found", "not found\n", c->head_only);
 }
 
 static void http_read(at_responder *r, rs_conn *c)
@@ -553,6 +604,13 @@ static void tls_handshake(at_responder *r, rs_conn *c)
         c->events = POLLOUT;
         return;
     }
+    if (e == SSL_ERROR_WANT_X509_LOOKUP) {
+        c->state = RS_PENDING;
+        c->tls_pending = 1;
+        c->events = 0;
+        c->recheck = now_ms() + RS_RECHECK_MS;
+        return;
+    }
     if (r->log.fn && r->log.max >= AT_LOG_DEBUG) {
         char buf[256];
         unsigned long oe = ERR_peek_error();
@@ -573,6 +631,7 @@ static void conn_service(at_responder *r, rs_conn *c)
     case RS_WRITE:     http_write(c); break;
     case RS_DRAIN:     http_drain(c); break;
     case RS_HANDSHAKE: tls_handshake(r, c); break;
+    case RS_PENDING:   conn_close(c); break;   /* only errors are polled for: the client left */
     default: break;
     }
 }
@@ -605,7 +664,8 @@ static void accept_all(at_responder *r, const rs_listener *l)
             return;                  /* EAGAIN, or a connection that went away */
         c->fd = fd;
         c->inlen = 0;
-        c->deadline = now_ms() + RS_CONN_MS;
+        c->started = now_ms();
+        c->deadline = c->started + RS_CONN_MS;
         addr_text((struct sockaddr *)&ss, c->peer, sizeof(c->peer));
         if (l->tls) {
             c->ssl = SSL_new(r->ctx);
@@ -615,6 +675,7 @@ static void accept_all(at_responder *r, const rs_listener *l)
                 continue;
             }
             SSL_set_accept_state(c->ssl);
+            SSL_set_app_data(c->ssl, c);
             c->state = RS_HANDSHAKE;
         } else {
             c->state = RS_READ;
@@ -646,6 +707,8 @@ static void *responder_main(void *arg)
             who[n++] = (int)i;
             if (c->deadline < next)
                 next = c->deadline;
+            if (c->state == RS_PENDING && c->recheck < next)
+                next = c->recheck;
         }
         for (size_t i = 0; i < r->nls; i++) {
             pfd[n].fd = r->ls[i].fd;
@@ -668,6 +731,16 @@ static void *responder_main(void *arg)
         now = now_ms();
         for (size_t i = 0; i < RS_MAX_CONNS; i++) {
             rs_conn *c = &r->conns[i];
+            if (c->state == RS_PENDING && c->recheck <= now) {
+                if (c->tls_pending) {
+                    c->state = RS_HANDSHAKE;
+                    tls_handshake(r, c);
+                } else {
+                    http_lookup(r, c);
+                    if (c->state == RS_WRITE)
+                        http_write(c);
+                }
+            }
             if (c->state != RS_FREE && c->deadline <= now) {
                 if (c->state != RS_DRAIN)
                     at_log(&r->log, AT_LOG_DEBUG, "responder: connection from %s timed out", c->peer);

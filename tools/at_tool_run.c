@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "at_acme.h"
@@ -366,6 +367,8 @@ int at_tool_run(at_tool *t, at_conf *conf, at_store *st, json_t *const *sites, s
         at_log(&t->log, AT_LOG_NOTICE, "the CA kept rejecting nonces; trying again");
         for (size_t i = 0; i < conf->ncerts; i++)
             clear_backoff(t, st, &conf->certs[i]);
+        /* The engine holds a CA's failure for the rest of that second. */
+        nanosleep(&(struct timespec){ 1, 100 * 1000000L }, NULL);
     }
     if (at_tool_interrupted()) {
         at_error_set(err, AT_ERR_CANCELLED, "interrupted; an unfinished order resumes on the next run");

@@ -144,11 +144,14 @@ def test_preferred_alternate_chain(make_tool, start_pebble):
     assert top0.issuer == x509.load_pem_x509_certificate(roots[0].encode()).subject
 
 
-def test_nonce_rejections_are_retried(make_tool, start_pebble):
+def test_nonce_rejections_are_retried(make_tool, start_pebble, start_acme_proxy):
     pebble = start_pebble(nonce_reject=50)
-    tool = make_tool(pebble)
+    proxy = start_acme_proxy(pebble)          # only to count the rejections
+    tool = make_tool(pebble, ca_url=proxy.directory_url)
     tool.issue(["nonce.test", "www.nonce.test"])
     verify_chain(tool.chain("nonce.test"), pebble.root(), ["nonce.test", "www.nonce.test"])
+    rejected = [r for r in proxy.requests(method="POST") if r.status == 400]
+    assert rejected, "Pebble rejected no nonce: the test proves nothing"
 
 
 def test_both_ports_prefer_the_first_challenge(tool, pebble):
@@ -176,3 +179,27 @@ def test_store_is_private(tool, pebble):
         for f in files:
             if f.endswith("key.pem"):
                 assert stat.S_IMODE(os.stat(os.path.join(root, f)).st_mode) == 0o600, f
+
+
+def test_profile_is_asked_for(make_tool, pebble, start_acme_proxy):
+    proxy = start_acme_proxy(pebble)          # Pebble 2.4 has no profiles; the proxy has
+    tool = make_tool(pebble, ca_url=proxy.directory_url)
+    tool.issue(["profile.test"], extra=["--profile", "shortlived"])
+    assert [r.profile for r in proxy.requests("newOrder")] == ["shortlived"]
+    verify_chain(tool.chain("profile.test"), pebble.root(), ["profile.test"])
+
+    r = tool.run(*tool.issue_args(["noprofile.test"], extra=["--profile", "premium"]))
+    assert r.returncode == 1
+    line = one_line_error(r)
+    assert "premium" in line, line
+
+
+def test_renew_window_is_used(tool, pebble):
+    import datetime
+    tool.issue(["window.test"], extra=["--renew-window", "50%"])
+    [entry] = tool.status()["certificates"]
+    leaf = tool.leaf("window.test")
+    middle = leaf.not_valid_before + (leaf.not_valid_after - leaf.not_valid_before) / 2
+    renew_at = datetime.datetime.strptime(entry["renew_at"], "%Y-%m-%dT%H:%M:%SZ")
+    assert abs((renew_at - middle).total_seconds()) < 120, (entry["renew_at"], middle)
+    assert tool.tool_json()["sites"][0]["renew_window"] == "50%"

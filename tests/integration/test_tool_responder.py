@@ -17,7 +17,7 @@ from tool_env import make_tool, tool  # noqa: F401
 ACME_IDENTIFIER_OID = "1.3.6.1.5.5.7.1.31"
 
 
-def _http(port, request, timeout=5):
+def _http(port, request, timeout=15):
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(request)
         data = b""
@@ -33,7 +33,7 @@ def _status(response):
     return int(response.split(b" ", 2)[1])
 
 
-def _tls(port, sni, alpn, timeout=5):
+def _tls(port, sni, alpn, timeout=15):
     """The peer certificate of a handshake, or the SSLError."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False

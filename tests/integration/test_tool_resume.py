@@ -78,3 +78,27 @@ def test_sigint_stops_cleanly(make_tool, pebble, start_acme_proxy, tmp_path):
     r = tool.run(*tool.issue_args(["int.test"]))
     assert r.returncode == 0, r.stderr
     verify_chain(tool.chain("int.test"), pebble.root(), ["int.test"])
+
+
+def test_kill9_while_pebble_validates(make_tool, start_pebble, start_acme_proxy, tmp_path):
+    """Killed after the CA was told to validate, while its validator sleeps
+    (0 to 7 s per attempt): the next run takes the order up again, answering
+    the validation if it comes late enough, or placing a new order if the
+    validator found nobody while the tool was down. Either way it succeeds."""
+    pebble = start_pebble(env={"PEBBLE_VA_NOSLEEP": "0", "PEBBLE_VA_SLEEPTIME": "8"})
+    proxy = start_acme_proxy(pebble)
+    tool = make_tool(pebble, ca_url=proxy.directory_url)
+    proc = tool.popen(*tool.issue_args(["validating.test"]), log_path=tmp_path / "first.log")
+    try:
+        proxy.wait_for_requests("challenge", timeout=60)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert _staged_order(tool) is not None
+    r = tool.run(*tool.issue_args(["validating.test"]), "--verbose")
+    assert r.returncode == 0, r.stderr
+    assert "resuming the order" in r.stderr, r.stderr
+    verify_chain(tool.chain("validating.test"), pebble.root(), ["validating.test"])
