@@ -155,3 +155,15 @@ def test_status_shows_the_last_error(make_tool, start_pebble):
     assert entry["state"] in ("error", "missing")
     assert entry["last_error"] and entry["last_error"]["message"]
     assert entry["failures"] >= 1
+
+
+def test_status_of_a_store_without_tool_parameters(tool, pebble, dns01_hook):
+    """A server's store (no tool.json): status reads the certificates' metadata."""
+    tool.issue(["srv.test"])
+    tool.issue(["*.srv2.test"], "dns-01", extra=["--dns01-command", dns01_hook.path])
+    (tool.store / "tool.json").unlink()
+    certs = tool.status()["certificates"]
+    assert sorted((c["names"][0], c["state"]) for c in certs) == [
+        ("*.srv2.test", "valid"), ("srv.test", "valid")]
+    r = tool.renew(expect_ok=False)
+    assert r.returncode == 1 and "autotls issue" in one_line_error(r)
