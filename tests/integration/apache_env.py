@@ -36,6 +36,7 @@ APACHE2 = "/usr/sbin/apache2"
 MODULES = "/usr/lib/apache2/modules"
 USER = "www-data"
 PLACEHOLDER_ISSUER = "autotls placeholder"
+START_SERVERS = 2             # and never more or fewer: PIDs show restarts
 STANDARD_MODULES = [
     ("mpm_event_module", "mod_mpm_event.so"),
     ("authz_core_module", "mod_authz_core.so"),
@@ -223,8 +224,8 @@ DocumentRoot "{root}/htdocs"
 </Directory>
 DirectoryIndex index.html
 TypesConfig /etc/mime.types
-StartServers 2
-ServerLimit 2
+StartServers {start_servers}
+ServerLimit {start_servers}
 ThreadsPerChild 25
 MaxRequestWorkers 50
 MinSpareThreads 1
@@ -253,7 +254,11 @@ class Apache:
         self.log_level = log_level
         self.logs = logs
         self.process = None
-        self.env = _sanitizer_env(self.module, self.root / "logs")
+        # The children run as www-data: sanitizer reports need a place they may write.
+        san = self.root / "sanitizer"
+        san.mkdir()
+        san.chmod(0o1777)
+        self.env = _sanitizer_env(self.module, san)
         (self.root / "htdocs" / "index.html").write_text("hello from apache\n")
 
     # -- configuration
@@ -262,7 +267,7 @@ class Apache:
         loads = "\n".join(f'LoadModule {name} "{MODULES}/{so}"' for name, so in STANDARD_MODULES)
         return CONF_TEMPLATE.format(root=self.root, load_modules=loads, module=self.module,
                                     user=USER, ip=LOOPBACK, http_port=self.http_port,
-                                    https_port=self.https_port,
+                                    https_port=self.https_port, start_servers=START_SERVERS,
                                     log_level=self.log_level) + body
 
     def write_config(self, body):
@@ -304,7 +309,8 @@ class Apache:
 
         def up():
             self.process.check_running()
-            return self._port_ok(self.https_port) and self._port_ok(self.http_port) and len(self.children()) > 0
+            return (self._port_ok(self.https_port) and self._port_ok(self.http_port)
+                    and len(self.children()) >= START_SERVERS)
         wait_until(up, timeout, "apache2 to listen")
         return self
 
@@ -347,10 +353,24 @@ class Apache:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.proc.wait(timeout)
         self.process.stop()
+        # Children outliving the parent still belong to its process group.
+        pgid = self.process.pid
+
+        def group_gone():
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return True
+            return False
+        try:
+            wait_until(group_gone, timeout, "apache2's children to exit")
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
 
     def cleanup(self):
         self.stop()
-        reports = sorted(self.root.glob("logs/asan*")) + sorted(self.root.glob("logs/ubsan*"))
+        reports = sorted(self.root.glob("sanitizer/*"))
         text = "\n".join(p.read_text(errors="replace") for p in reports)
         if self.logs is not None:
             self.logs.forget("apache2 error.log")

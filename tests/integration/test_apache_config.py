@@ -5,6 +5,7 @@ whole-configuration mistakes fail with a message that says what to add.
 No CA is needed: configtest never contacts one.
 """
 
+import os
 import re
 
 import pytest
@@ -170,6 +171,6 @@ def test_autotls_without_mod_ssl(apache):
                      and "SSLSessionCache" not in line)
     apache.conf_path.write_text(text)
     r = subprocess.run([APACHE2, "-t", "-d", str(apache.root), "-f", str(apache.conf_path)],
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, text=True, timeout=60, env={**os.environ, **apache.env})
     assert r.returncode != 0
     assert "mod_ssl is not loaded" in r.stdout + r.stderr
