@@ -1,5 +1,6 @@
 """Certificate-authority features through mod_autotls: external account
-binding, and the preferred alternate chain.
+binding, the preferred alternate chain, and a wildcard through the dns-01
+command.
 """
 
 import base64
@@ -7,7 +8,7 @@ import os
 
 from cryptography import x509
 
-from apache_env import (issuer_cn, make_stack, s_client_cert,  # noqa: F401
+from apache_env import (cert_names, issuer_cn, make_stack, s_client_cert,  # noqa: F401
                         status_vhost, vhost)
 from procs import wait_until
 
@@ -60,3 +61,18 @@ def test_preferred_alternate_chain(make_stack):
     assert issuer_cn(top_dflt) == default_cn
     # And the preferred chain verifies against its own root.
     a.wait_for_cert("alt.test", 5, root_pem=st.pebble.root(1))
+
+
+def test_wildcard_through_dns01_command(make_stack, dns01_hook):
+    st = make_stack(lambda a: status_vhost(a) + vhost(
+        "wc.test", a.https_port, "AutoTLSChallenges dns-01",
+        f"AutoTLSDNS01Command {dns01_hook.path}", aliases=("*.wc.test",)))
+    a = st.apache
+    cert = a.wait_for_cert("wc.test", ISSUE_TIMEOUT, root_pem=st.root_pem)
+    assert cert_names(cert) == {"wc.test", "*.wc.test"}
+    # Any name under the wildcard gets it, and verifies for that name.
+    other = a.cert("anything.wc.test", root_pem=st.root_pem)
+    assert other.serial_number == cert.serial_number
+    assert a.https("deep.wc.test", root_pem=st.root_pem).status == 200
+    actions = [c[0] for c in dns01_hook.calls()]
+    assert actions.count("setup") == 2 and actions.count("teardown") == 2, dns01_hook.calls()
