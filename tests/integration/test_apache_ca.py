@@ -1,6 +1,6 @@
 """Certificate-authority features through mod_autotls: external account
-binding, the preferred alternate chain, and a wildcard through the dns-01
-command.
+binding, the preferred alternate chain, a wildcard through the dns-01
+command, and certificate profiles.
 """
 
 import base64
@@ -76,3 +76,11 @@ def test_wildcard_through_dns01_command(make_stack, dns01_hook):
     assert a.https("deep.wc.test", root_pem=st.root_pem).status == 200
     actions = [c[0] for c in dns01_hook.calls()]
     assert actions.count("setup") == 2 and actions.count("teardown") == 2, dns01_hook.calls()
+
+
+def test_profile_is_asked_for(make_stack):
+    st = make_stack(lambda a: "AutoTLSProfile shortlived\n" + status_vhost(a)
+                    + vhost("prof.test", a.https_port), proxy=True)
+    st.apache.wait_for_cert("prof.test", ISSUE_TIMEOUT, root_pem=st.root_pem)
+    orders = st.proxy.requests("newOrder")
+    assert orders and all(o.profile == "shortlived" for o in orders), orders

@@ -5,6 +5,7 @@ Each test runs the real apache2 against its own Pebble; clients connect to
 127.0.0.1 with the name as SNI and verify the chain against Pebble's root.
 """
 
+import pwd
 import re
 
 import pytest
@@ -41,6 +42,14 @@ def test_http01_first_certificate(make_stack):
     [entry] = a.cert_status("h1.test")
     assert entry["state"] == "valid" and entry["challenge"] == "http-01"
     assert (a.pid, a.children()) == pids, "the certificate must be served without a restart"
+    # The parent (root) gave the store to the server's User, who renews.
+    www = pwd.getpwnam("www-data")
+    for path in [a.store, *a.store.rglob("*")]:
+        st_ = path.stat()
+        assert (st_.st_uid, st_.st_gid) == (www.pw_uid, www.pw_gid), path
+        if path.is_dir():
+            assert st_.st_mode & 0o077 == 0, f"{path} is readable by others"
+    assert a.store.stat().st_mode & 0o777 == 0o700
 
 
 def test_tlsalpn01_first_certificate(make_stack):

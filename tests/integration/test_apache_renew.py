@@ -4,8 +4,10 @@ a graceful restart in the middle of an order resumes it, and the notify
 command hears about every issuance.
 """
 
+import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -139,10 +141,18 @@ def test_graceful_restart_and_stop_are_clean(make_stack):
     st = make_stack(lambda a: status_vhost(a) + vhost("clean.test", a.https_port))
     a = st.apache
     first = a.wait_for_cert("clean.test", ISSUE_TIMEOUT, root_pem=st.root_pem)
-    for _ in range(2):
+    a.graceful()
+    fds = sorted(os.listdir(f"/proc/{a.pid}/fd"))
+    maps = open(f"/proc/{a.pid}/maps").read().count("/dev/zero") + \
+        open(f"/proc/{a.pid}/maps").read().count("(deleted)")
+    for _ in range(3):
         a.graceful()
         # Stored certificates are served at once by the new generation.
         assert a.cert("clean.test", root_pem=st.root_pem).serial_number == first.serial_number
+    # Restarts leak no descriptor and no shared mapping in the parent.
+    assert sorted(os.listdir(f"/proc/{a.pid}/fd")) == fds
+    assert open(f"/proc/{a.pid}/maps").read().count("/dev/zero") + \
+        open(f"/proc/{a.pid}/maps").read().count("(deleted)") == maps
     a.wait_log(r"renewal engine stopped", 20)
     a.stop()
     assert a.process.proc.returncode == 0
@@ -180,3 +190,20 @@ def test_stored_certificates_served_at_startup(make_stack, names):
     a.stop()
     a.start()
     assert a.cert(names[0], root_pem=st.root_pem).serial_number == first.serial_number
+
+
+def test_renewal_moves_to_another_child_when_its_process_dies(make_stack):
+    st = make_stack(lambda a: status_vhost(a) + vhost("moves.test", a.https_port))
+    a = st.apache
+    first = a.wait_for_cert("moves.test", ISSUE_TIMEOUT, root_pem=st.root_pem)
+    old = a.status_json()["server"]["renewal_pid"]
+    assert old in a.children()
+    os.kill(old, signal.SIGKILL)
+
+    def moved():
+        pid = a.status_json()["server"]["renewal_pid"]
+        return pid if pid and pid != old and pid in a.children() else None
+    wait_until(moved, 30, "another child to take over renewal")
+    # The certificate is still served, and renewal still works.
+    assert a.cert("moves.test", root_pem=st.root_pem).serial_number == first.serial_number
+    renew_and_wait(a, "moves.test", first.serial_number, st.root_pem)
