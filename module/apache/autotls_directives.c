@@ -561,5 +561,5 @@ const command_rec at_ap_directives[] = {
                   "SIZE: bytes of shared memory for live certificates and challenges, e.g. 4M"),
     AP_INIT_TAKE12("AutoTLSRetryDelay", cmd_retry, NULL, RSRC_CONF,
                    "MIN [MAX]: delay after a failed attempt, doubling up to MAX (default 1m 6h)"),
-    { NULL }
+    { .name = NULL }
 };
