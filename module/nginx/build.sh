@@ -10,7 +10,7 @@
 # configured there once (again when the flags or the module's config change)
 # and only `make modules` runs on later builds.
 #
-# Environment: CC; AUTOTLS_CFLAGS (added to nginx's own CFLAGS for the
+# Environment: CC; MAKE; AUTOTLS_CFLAGS (added to nginx's own CFLAGS for the
 # module's files: warnings, sanitizers); AUTOTLS_LDFLAGS; AUTOTLS_LIBS (the
 # core's libraries); NGINX_CONFIGURE_FLAGS (instead of conf_flags).
 set -eu
@@ -75,7 +75,7 @@ fi
 ngx_cflags=$(sed -n 's/^CFLAGS = *//p' "$tree/objs/Makefile")
 # The core may have changed: always relink.
 rm -f "$tree/objs/ngx_http_autotls_module.so"
-make -s -C "$tree" -f objs/Makefile modules CC="$cc" \
+${MAKE:-make} -s -C "$tree" -f objs/Makefile modules CC="$cc" \
     CFLAGS="$ngx_cflags ${AUTOTLS_CFLAGS:-}" \
     LINK="$cc ${AUTOTLS_LDFLAGS:-} -Wl,-z,relro -Wl,-z,now -Wl,--no-undefined-version -Wl,--version-script=$moddir/ngx_http_autotls_module.map"
 cp "$tree/objs/ngx_http_autotls_module.so" "$out.tmp"

@@ -87,6 +87,8 @@ typedef struct {
     /* one self-signed placeholder for every managed server ("data:" PEM) */
     ngx_str_t             ph_cert;
     ngx_str_t             ph_key;
+    X509                 *ph_rsa_cert;    /* RSA one, added where RSA is wanted */
+    EVP_PKEY             *ph_rsa_key;
 
     /* built in postconfiguration */
     at_conf              *conf;           /* NULL when no server says autotls on */

@@ -104,6 +104,36 @@ static ngx_int_t server_name(ngx_conf_t *cf, const at_ngx_srv_conf_t *ascf,
     return push_name(cf, names, name);
 }
 
+/* Would nginx route a request for name to this server by its server_name?
+ * (Exact, "*.example.com", ".example.com", "www.example.*"; a regular
+ * expression is taken to cover anything.) */
+static int routed_here(ngx_http_core_srv_conf_t *cscf, const char *name)
+{
+    ngx_http_server_name_t *sn = cscf->server_names.elts;
+    size_t nl = strlen(name);
+
+    for (ngx_uint_t i = 0; i < cscf->server_names.nelts; i++) {
+        const u_char *p = sn[i].name.data;
+        size_t l = sn[i].name.len;
+#if (NGX_PCRE)
+        if (sn[i].regex)
+            return 1;
+#endif
+        if (l == nl && ngx_strncasecmp((u_char *)name, (u_char *)p, l) == 0)
+            return 1;
+        if (l > 2 && p[0] == '*' && p[1] == '.' && nl > l - 1 &&
+            ngx_strncasecmp((u_char *)name + nl - (l - 1), (u_char *)p + 1, l - 1) == 0)
+            return 1;
+        if (l > 1 && p[0] == '.' && ((nl == l - 1 && ngx_strncasecmp((u_char *)name, (u_char *)p + 1, l - 1) == 0)
+                                     || (nl > l && ngx_strncasecmp((u_char *)name + nl - l, (u_char *)p, l) == 0)))
+            return 1;
+        if (l > 2 && p[l - 1] == '*' && p[l - 2] == '.' && nl > l - 1 &&
+            ngx_strncasecmp((u_char *)name, (u_char *)p, l - 1) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 /* autotls_names, or the server's server_name entries. */
 static ngx_array_t *site_names(ngx_conf_t *cf, ngx_http_core_srv_conf_t *cscf,
                                const at_ngx_srv_conf_t *ascf)
@@ -115,9 +145,15 @@ static ngx_array_t *site_names(ngx_conf_t *cf, ngx_http_core_srv_conf_t *cscf,
         return NULL;
     if (ascf->names) {
         const char **n = ascf->names->elts;
-        for (ngx_uint_t i = 0; i < ascf->names->nelts; i++)
+        for (ngx_uint_t i = 0; i < ascf->names->nelts; i++) {
             if (push_name(cf, names, n[i]) != NGX_OK)
                 return NULL;
+            if (!routed_here(cscf, n[i]))
+                ngx_log_error(NGX_LOG_WARN, cf->log, 0, "autotls on in %s:%ui: \"%s\" from "
+                              "autotls_names matches no server_name of this server, so nginx "
+                              "sends its requests and handshakes elsewhere; add it to server_name",
+                              ascf->file, ascf->line, n[i]);
+        }
         return names;
     }
     sn = cscf->server_names.elts;

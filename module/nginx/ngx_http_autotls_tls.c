@@ -26,8 +26,10 @@
 #include <string.h>
 
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "at_buf.h"
+#include "at_key.h"
 #include "at_x509.h"
 
 #if !(NGX_HTTP_SSL)
@@ -84,6 +86,63 @@ out:
     at_buf_free(&cert);
     at_buf_free_secret(&key);
     return rv;
+}
+
+/* An RSA placeholder beside the EC one, for servers that are to get an
+ * RSA certificate: a client that speaks only RSA suites then sees the 503
+ * page instead of a failed handshake until the certificate is live. Added to
+ * the SSL_CTX directly (nginx has created it by now), made once per
+ * configuration and only when some server wants RSA. */
+static void rsa_placeholder_free(void *data)
+{
+    at_ngx_main_conf_t *amcf = data;
+    X509_free(amcf->ph_rsa_cert);
+    EVP_PKEY_free(amcf->ph_rsa_key);
+    amcf->ph_rsa_cert = NULL;
+    amcf->ph_rsa_key = NULL;
+}
+
+static ngx_int_t rsa_placeholder(ngx_conf_t *cf, at_ngx_main_conf_t *amcf)
+{
+    static const char *const names[] = { PLACEHOLDER_NAME };
+    at_buf cert = AT_BUF_INIT, key = AT_BUF_INIT;
+    at_error err = AT_ERROR_INIT;
+    STACK_OF(X509) *chain = NULL;
+    ngx_pool_cleanup_t *cln;
+
+    if (amcf->ph_rsa_cert)
+        return NGX_OK;
+    if ((cln = ngx_pool_cleanup_add(cf->pool, 0)) == NULL)
+        return NGX_ERROR;
+    cln->handler = rsa_placeholder_free;
+    cln->data = amcf;
+    if (at_placeholder_cert(names, 1, "rsa:2048", PLACEHOLDER_DAYS, &cert, &key, &err) == 0 &&
+        at_chain_parse(cert.data, cert.len, &chain, &err) == 0 &&
+        (amcf->ph_rsa_key = at_key_from_pem(key.data, key.len, &err)) != NULL) {
+        amcf->ph_rsa_cert = sk_X509_value(chain, 0);
+        X509_up_ref(amcf->ph_rsa_cert);
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "autotls: making the RSA placeholder certificate "
+                           "failed: %s", err.msg);
+        at_error_clear(&err);
+    }
+    sk_X509_pop_free(chain, X509_free);
+    at_buf_free(&cert);
+    at_buf_free_secret(&key);
+    return amcf->ph_rsa_cert ? NGX_OK : NGX_ERROR;
+}
+
+static int wants_rsa(const at_ngx_site_t *site)
+{
+    const at_ngx_srv_conf_t *ascf = site->cscf->ctx->srv_conf[ngx_http_autotls_module.ctx_index];
+    const at_key_spec *k = ascf->keys ? ascf->keys->elts : NULL;
+
+    if (!ascf->placeholder)
+        return 0;
+    for (ngx_uint_t i = 0; k && i < ascf->keys->nelts; i++)
+        if (k[i].kind == AT_KEY_RSA)
+            return 1;
+    return 0;
 }
 
 /* ------------------------------------------------------------ callbacks */
@@ -181,6 +240,15 @@ ngx_int_t at_ngx_tls_postconfiguration(ngx_conf_t *cf, at_ngx_main_conf_t *amcf)
         ngx_http_ssl_srv_conf_t *sscf = sites[i]->cscf->ctx->srv_conf[ngx_http_ssl_module.ctx_index];
         if (sscf->ssl.ctx == NULL)
             continue;   /* a plain-HTTP server: the certificate serves its https twin */
+        if (wants_rsa(sites[i])) {
+            if (rsa_placeholder(cf, amcf) != NGX_OK)
+                return NGX_ERROR;
+            if (SSL_CTX_use_cert_and_key(sscf->ssl.ctx, amcf->ph_rsa_cert, amcf->ph_rsa_key, NULL, 1) != 1) {
+                ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0, "autotls: installing the RSA placeholder "
+                              "for %s failed", sites[i]->id);
+                return NGX_ERROR;
+            }
+        }
         SSL_CTX_set_cert_cb(sscf->ssl.ctx, cert_cb, sites[i]);
         SSL_CTX_set_alpn_select_cb(sscf->ssl.ctx, alpn_cb, sites[i]);
     }

@@ -217,3 +217,14 @@ def test_ssl_listener_without_autotls_still_needs_a_certificate(nginx):
     rc, out = nginx.configtest(text)
     assert rc != 0, out
     assert 'no "ssl_certificate" is defined' in out, out
+
+
+def test_autotls_names_outside_server_name_warns(nginx):
+    rc, out = nginx.configtest(body(nginx, "", "autotls_names a.test elsewhere.test;"))
+    assert rc == 0, out
+    assert "[warn]" in out and '"elsewhere.test" from autotls_names matches no server_name' in out, out
+    assert '"a.test" from autotls_names' not in out, out
+    # Wildcard server names cover what they match.
+    rc, out = nginx.configtest(body(nginx, "", 'server_name "*.w.test" ".d.test";',
+                                    "autotls_names a.test x.w.test d.test y.d.test;"))
+    assert rc == 0 and "[warn]" not in out, out
