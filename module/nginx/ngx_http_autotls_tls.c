@@ -240,7 +240,8 @@ ngx_int_t at_ngx_tls_postconfiguration(ngx_conf_t *cf, at_ngx_main_conf_t *amcf)
         ngx_http_ssl_srv_conf_t *sscf = sites[i]->cscf->ctx->srv_conf[ngx_http_ssl_module.ctx_index];
         if (sscf->ssl.ctx == NULL)
             continue;   /* a plain-HTTP server: the certificate serves its https twin */
-        if (wants_rsa(sites[i])) {
+        /* (`nginx -s` only signals: it needs no handshakes, so no RSA key) */
+        if (wants_rsa(sites[i]) && ngx_process != NGX_PROCESS_SIGNALLER) {
             if (rsa_placeholder(cf, amcf) != NGX_OK)
                 return NGX_ERROR;
             if (SSL_CTX_use_cert_and_key(sscf->ssl.ctx, amcf->ph_rsa_cert, amcf->ph_rsa_key, NULL, 1) != 1) {
