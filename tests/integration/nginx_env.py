@@ -237,7 +237,11 @@ class Nginx:
         self.main_lines = main_lines
         self.logs = logs
         self.process = None
-        self.env = sanitizer_env(self.module, self.root / "logs")
+        # Sanitizer reports come from the workers too (www-data): a directory
+        # every process can write.
+        (self.root / "san").mkdir()
+        (self.root / "san").chmod(0o1777)
+        self.env = sanitizer_env(self.module, self.root / "san")
         (self.root / "html" / "index.html").write_text("hello from nginx\n")
 
     # -- configuration
@@ -346,7 +350,7 @@ class Nginx:
     def cleanup(self):
         """Stop; returns the text of any sanitizer report (empty if none)."""
         self.stop()
-        reports = sorted(self.root.glob("logs/asan*")) + sorted(self.root.glob("logs/ubsan*"))
+        reports = sorted(self.root.glob("san/asan*")) + sorted(self.root.glob("san/ubsan*"))
         text = "\n".join(p.read_text(errors="replace") for p in reports)
         if self.logs is not None:
             self.logs.forget("nginx error.log")
