@@ -51,8 +51,6 @@ def test_renewal_moves_to_the_new_worker_0(make_stack):
     moved = wait_until(new_renewer, 30, "a new worker 0 to take over renewal", interval=0.2)
     assert moved != renewer
     # The new renewer works: a renewal asked for now is done by it.
-    import time
-    time.sleep(1.1)   # the core honours a force only after the last issuance's second
     assert n.renew("move.test").status == 202
 
     def renewed():
