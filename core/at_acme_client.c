@@ -412,7 +412,10 @@ void at_acme_exch_feed(at_acme_exch *x, at_http_resp *resp, const at_error *tran
                 x->st = X_FAILED;
             }
         } else {
-            at_acme_problem(resp, what, now, &x->err);
+            /* 1xx/3xx are not problems to at_acme_problem: say what went wrong. */
+            if (at_acme_problem(resp, what, now, &x->err) == 0)
+                at_error_set(&x->err, AT_ERR_PROTOCOL, "%s: the CA answered HTTP %ld instead of a nonce",
+                             what, resp->status);
             x->st = X_FAILED;
         }
         at_http_resp_free(resp);
