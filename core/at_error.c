@@ -24,6 +24,57 @@ void at_error_clear(at_error *err)
     at_error_init(err);
 }
 
+/* Messages end up in logs (one line each), on the status page and in the
+ * state file as JSON, which must be valid UTF-8. What a CA, a file or a
+ * parser contributes can hold anything, and truncation can cut a multibyte
+ * character: so every message is made one line of valid UTF-8 here, once,
+ * whatever its source. Control characters become spaces, bytes that do not
+ * form UTF-8 become '?'. */
+static size_t utf8_len(const unsigned char *p)
+{
+    unsigned c = p[0], cp;
+    size_t n;
+
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf) {
+        n = 2;
+        cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        cp = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    for (size_t i = 1; i < n; i++) {
+        if ((p[i] & 0xc0) != 0x80)     /* also stops at the terminating NUL */
+            return 0;
+        cp = cp << 6 | (p[i] & 0x3f);
+    }
+    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return n;
+}
+
+static void msg_clean(char *msg)
+{
+    unsigned char *p = (unsigned char *)msg;
+    while (*p) {
+        size_t n = utf8_len(p);
+        if (n == 0) {
+            *p++ = '?';
+            continue;
+        }
+        if (n == 1 && (*p < 0x20 || *p == 0x7f))
+            *p = ' ';
+        p += n;
+    }
+}
+
 static void set_v(at_error *err, at_errcode code, const char *fmt, va_list ap)
 {
     json_decref(err->problem);
@@ -34,6 +85,7 @@ static void set_v(at_error *err, at_errcode code, const char *fmt, va_list ap)
     vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
     if (!err->msg[0])
         snprintf(err->msg, sizeof(err->msg), "%s error", at_errcode_name(code));
+    msg_clean(err->msg);
 }
 
 int at_error_set(at_error *err, at_errcode code, const char *fmt, ...)
@@ -73,6 +125,7 @@ int at_error_prefix(at_error *err, const char *fmt, ...)
         }
         err->msg[pl] = '\0';
     }
+    msg_clean(err->msg);
     if (err->code == AT_OK)
         err->code = AT_ERR_INTERNAL;
     return -1;
@@ -99,6 +152,7 @@ int at_error_set_openssl(at_error *err, const char *fmt, ...)
         ERR_error_string_n(e, reason, sizeof(reason));
         snprintf(err->msg + len, sizeof(err->msg) - len, " (%s)", reason);
     }
+    msg_clean(err->msg);
     return -1;
 }
 
@@ -174,6 +228,7 @@ void at_error_from_json(at_error *err, const json_t *j)
     err->code = code_from_name(json_string_value(json_object_get(j, "code")));
     msg = json_string_value(json_object_get(j, "message"));
     snprintf(err->msg, sizeof(err->msg), "%s", msg ? msg : "unknown error");
+    msg_clean(err->msg);
     err->http_status = (int)json_integer_value(json_object_get(j, "http_status"));
     err->retry_after = json_is_integer(json_object_get(j, "retry_after"))
         ? (long)json_integer_value(json_object_get(j, "retry_after")) : -1;
