@@ -4,9 +4,11 @@
  *
  * A timer on worker 0's event loop (every TICK_MS, cancelable so it never
  * keeps an exiting worker alive) does everything that touches nginx:
- *   - starts the thread (after the previous renewer, an old worker 0 still
- *     shutting down after a reload, has stopped, so the two never race for
- *     the same order; the store's locks would keep them apart anyway),
+ *   - starts the thread once it holds the store's renewal lock, i.e. after
+ *     the previous renewer (an old worker 0 still shutting down after a
+ *     reload, whichever zone it used) has stopped; the thread first
+ *     republishes the store into the live table, so a certificate the old
+ *     renewer saved at the last moment is served too,
  *   - hands renew requests from the shared zone to the engine,
  *   - notices a thread that died and restarts it a minute later,
  *   - stops the engine as soon as the worker starts shutting down (reload,
@@ -34,7 +36,8 @@
 
 #define TICK_MS          250
 #define RESTART_DELAY    60      /* seconds after a failed start or a dead thread */
-#define HANDOVER_WAIT    30      /* seconds to wait for the previous renewer */
+#define HANDOVER_WARN    30      /* seconds of waiting for the renewal lock before saying so */
+#define RENEWAL_LOCK     "nginx-renewal"
 #define MAX_TAKE         32
 #define LOGQ_MAX         1024
 
@@ -150,20 +153,29 @@ static struct {
     ngx_cycle_t        *cycle;
     at_logger           logger;
     at_store           *store;
+    at_store_lock      *lock;         /* the store's renewal lock, while renewing */
     at_engine          *engine;
     pthread_t           thread;
     int                 running;      /* created, not yet joined */
     int                 exited;       /* the thread returned (atomic) */
     int                 stopping;     /* the worker is shutting down: never start again */
     time_t              retry_at;
-    time_t              wait_since;   /* waiting for the previous renewer to stop */
-    ngx_pid_t           waiting_for;
+    time_t              wait_since;   /* waiting for the renewal lock, since */
+    int                 warned;
     ngx_event_t         timer;
 } R;
 
 static void *engine_main(void *arg)
 {
     at_engine *e = arg;
+    at_error err = AT_ERROR_INIT;
+
+    /* What the store holds goes live first: the master published it before
+     * the workers started, but a renewer that stopped since may have saved
+     * more (or, after a reload that resized the zone, into the old zone). */
+    if (at_engine_preload(R.amcf->conf, R.store, at_ngx_live(R.amcf), &R.logger, &err) < 0)
+        at_log(&R.logger, AT_LOG_ERROR, "publishing the stored certificates: %s", err.msg);
+    at_error_clear(&err);
     if (at_engine_run(e) != 0)
         at_log(&R.logger, AT_LOG_ERROR, "the renewal engine ended with an error");
     __atomic_store_n(&R.exited, 1, __ATOMIC_RELEASE);
@@ -175,25 +187,37 @@ static void release(void)
     if (R.engine)
         at_engine_free(R.engine);
     R.engine = NULL;
+    if (R.lock)
+        at_store_unlock(R.lock);
+    R.lock = NULL;
     if (R.store)
         at_store_close(R.store);
     R.store = NULL;
 }
 
-/* Is another live process still renewing (an old worker 0 after a reload)? */
-static int previous_renewer(void)
+/* One renewer per store: the lock is held while the engine runs and
+ * released when it is joined, or by the kernel when the worker dies. Busy
+ * means the previous renewer has not stopped yet (or another server shares
+ * the store). */
+static int take_renewal_lock(at_error *err)
 {
-    ngx_pid_t pid = at_ngx_zone_engine(R.amcf->shared, NULL);
-
-    if (pid == 0 || pid == ngx_pid || kill(pid, 0) != 0)
+    if (at_store_trylock(R.store, RENEWAL_LOCK, &R.lock, err) == 0) {
+        R.wait_since = 0;
+        R.warned = 0;
         return 0;
-    if (R.waiting_for != pid) {
-        R.waiting_for = pid;
-        R.wait_since = ngx_time();
-        ngx_log_error(NGX_LOG_INFO, R.cycle->log, 0, "autotls: waiting for process %P to stop "
-                      "renewing before taking over", pid);
     }
-    return ngx_time() - R.wait_since < HANDOVER_WAIT;
+    if (err->code != AT_ERR_BUSY)
+        return -1;
+    if (R.wait_since == 0)
+        R.wait_since = ngx_time();
+    if (!R.warned && ngx_time() - R.wait_since >= HANDOVER_WARN) {
+        R.warned = 1;
+        ngx_log_error(NGX_LOG_WARN, R.cycle->log, 0, "autotls: another process has been renewing "
+                      "from the store %s for %d s; waiting for it to stop (does another server "
+                      "use the same autotls_store?)", R.amcf->store, HANDOVER_WARN);
+    }
+    at_error_clear(err);
+    return 1;
 }
 
 static void start(void)
@@ -202,11 +226,19 @@ static void start(void)
     sigset_t all, old;
     int rv;
 
-    if (previous_renewer())
-        return;
     R.store = at_store_open_dir(R.amcf->store, &err);
-    if (R.store)
-        R.engine = at_engine_new(R.amcf->conf, R.store, at_ngx_live(R.amcf), &R.logger, &err);
+    if (R.store) {
+        switch (take_renewal_lock(&err)) {
+        case 0:
+            R.engine = at_engine_new(R.amcf->conf, R.store, at_ngx_live(R.amcf), &R.logger, &err);
+            break;
+        case 1:
+            release();     /* the previous renewer still runs: next tick */
+            return;
+        default:
+            break;
+        }
+    }
     if (R.engine == NULL) {
         ngx_log_error(NGX_LOG_ERR, R.cycle->log, 0, "autotls: cannot start renewing (trying again "
                       "in a minute): %s", err.msg);
@@ -224,7 +256,6 @@ static void start(void)
         goto fail;
     }
     R.running = 1;
-    R.waiting_for = 0;
     at_ngx_zone_set_engine(R.amcf->shared, (ngx_pid_t)-1, ngx_pid);
     ngx_log_error(NGX_LOG_INFO, R.cycle->log, 0, "autotls: renewing %uz certificate(s) in process "
                   "%P, store %s", R.amcf->conf->ncerts, ngx_pid, R.amcf->store);

@@ -8,6 +8,8 @@ that adds a server keeps serving the others.
 import threading
 import time
 
+import pytest
+
 from nginx_env import (cert_names, client_context, issuer_cn, make_stack,  # noqa: F401
                        peer_cert, server, status_server, PLACEHOLDER_ISSUER)
 from procs import LOOPBACK, wait_until
@@ -95,9 +97,12 @@ def test_forced_renewal_under_load_loses_no_request(make_stack):
     assert int(entry["serial"], 16) == new.serial_number
 
 
-def test_reload_mid_order_resumes(make_stack):
-    st = make_stack(lambda n: status_server(n) + server("resume.test", n.https_port),
-                    proxy=True, start=False)
+@pytest.mark.parametrize("resize", [False, True], ids=["same-zone", "new-zone"])
+def test_reload_mid_order_resumes(make_stack, resize):
+    def body(extra):
+        return lambda n: (status_server(n) + server("resume.test", n.https_port)
+                          + "".join(server(f"r{i}.test", n.https_port) for i in range(extra)))
+    st = make_stack(body(0), proxy=True, start=False)
     # The first certificate download hangs long enough for a reload.
     st.proxy.add_fault("delay", kind="certificate", count=1, seconds=8)
     n = st.nginx
@@ -105,10 +110,15 @@ def test_reload_mid_order_resumes(make_stack):
     wait_until(lambda: st.proxy.count("certificate") >= 1, ISSUE_TIMEOUT,
                "the order to reach the certificate download")
     mark = n.log_size()
+    if resize:
+        # More names: the reload makes a new, bigger zone.
+        n.write_config(st.global_config() + body(8)(n))
     n.reload()
     cert = n.wait_for_cert("resume.test", ISSUE_TIMEOUT, root_pem=st.root_pem)
     assert cert_names(cert) == {"resume.test"}
-    assert st.proxy.count("newOrder") == 1, "the order was placed again instead of resumed"
+    orders = [r for r in st.proxy.requests("newOrder")
+              if {"type": "dns", "value": "resume.test"} in (r.payload or {}).get("identifiers", [])]
+    assert len(orders) == 1, "the order was placed again instead of resumed"
     n.wait_log(r"resuming the order", 10, start=mark)
     # Only the new worker 0 renews now.
     doc = n.status_json()
