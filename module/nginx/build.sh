@@ -10,9 +10,13 @@
 # configured there once (again when the flags or the module's config change)
 # and only `make modules` runs on later builds.
 #
+# The configure flags come from NGINX_CONFIGURE_FLAGS if set, else the
+# tree's conf_flags (Debian), else `nginx -V` of an installed nginx of the
+# same version, else a minimal --with-compat set.
+#
 # Environment: CC; MAKE; AUTOTLS_CFLAGS (added to nginx's own CFLAGS for the
 # module's files: warnings, sanitizers); AUTOTLS_LDFLAGS; AUTOTLS_LIBS (the
-# core's libraries); NGINX_CONFIGURE_FLAGS (instead of conf_flags).
+# core's libraries); NGINX_CONFIGURE_FLAGS.
 set -eu
 
 if [ $# -ne 6 ]; then
@@ -33,6 +37,27 @@ if [ ! -f "$src/configure" ]; then
     exit 1
 fi
 
+# The configure arguments of an installed nginx of the tree's version,
+# without the third-party and dynamic modules whose sources are not here.
+installed_flags() {
+    local bin want have args a
+    bin=$(command -v nginx 2>/dev/null || true)
+    [ -x "$bin" ] || bin=/usr/sbin/nginx
+    [ -x "$bin" ] || return 1
+    want=$(sed -n 's/^#define NGINX_VERSION *"\(.*\)"/\1/p' "$src/src/core/nginx.h")
+    have=$("$bin" -v 2>&1 | sed -n 's#^nginx version: nginx/##p')
+    [ -n "$want" ] && [ "$want" = "$have" ] || return 1
+    args=$("$bin" -V 2>&1 | sed -n 's/^configure arguments: //p')
+    eval "set -- $args"
+    flags=()
+    for a in "$@"; do
+        case $a in
+            --add-module=*|--add-dynamic-module=*|--with-*=dynamic) ;;
+            *) flags+=("$a") ;;
+        esac
+    done
+}
+
 # The flags of the nginx binary the module is for.
 if [ -n "${NGINX_CONFIGURE_FLAGS:-}" ]; then
     read -r -a flags <<< "$NGINX_CONFIGURE_FLAGS"
@@ -40,7 +65,7 @@ elif [ -f "$src/conf_flags" ]; then
     # shellcheck disable=SC1091
     . "$src/conf_flags"
     flags=("${NGX_CONF_FLAGS[@]}")
-else
+elif ! installed_flags; then
     flags=(--with-compat --with-threads --with-http_ssl_module --with-http_v2_module)
 fi
 case " ${flags[*]} " in
