@@ -28,6 +28,7 @@ class HttpsLoad:
         self.ok = 0
         self.failures = []
         self.serials = {}
+        self.seen = []          # (monotonic start of the handshake, serial, worker pid)
         self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 
     def _one(self):
@@ -46,17 +47,19 @@ class HttpsLoad:
             body = resp.read()
             if resp.status != 200 or b"hello from nginx" not in body:
                 raise AssertionError(f"HTTP {resp.status}: {body[:200]!r}")
-            return serial
+            return serial, int(resp.getheader("X-Worker", "0"))
         finally:
             tls.close()
 
     def _run(self):
         while not self.stop_flag.is_set():
             try:
-                serial = self._one()
+                t0 = time.monotonic()
+                serial, worker = self._one()
                 with self.lock:
                     self.ok += 1
                     self.serials[serial] = self.serials.get(serial, 0) + 1
+                    self.seen.append((t0, serial, worker))
             except Exception as e:  # every kind of failure counts
                 with self.lock:
                     self.failures.append(repr(e))
@@ -73,7 +76,11 @@ class HttpsLoad:
 
 
 def test_forced_renewal_under_load_loses_no_request(make_stack):
-    st = make_stack(lambda n: status_server(n) + server("load.test", n.https_port))
+    # reuseport spreads the connections over both workers; X-Worker says
+    # which one answered.
+    st = make_stack(lambda n: status_server(n)
+                    + server("load.test", n.https_port, "add_header X-Worker $pid always;")
+                    .replace(f"{n.https_port} ssl;", f"{n.https_port} ssl reuseport;"))
     n = st.nginx
     old = n.wait_for_cert("load.test", ISSUE_TIMEOUT, root_pem=st.root_pem)
     pids = (n.pid, n.workers())
@@ -90,6 +97,14 @@ def test_forced_renewal_under_load_loses_no_request(make_stack):
         wait_until(lambda: load.ok >= seen_new + 20, 30, "requests after the renewal")
     assert not load.failures, f"{len(load.failures)} failed requests, e.g. {load.failures[:3]}"
     assert set(load.serials) == {old.serial_number, new.serial_number}, load.serials
+    # Every worker serves the new certificate within a second of the first
+    # handshake that got it.
+    first_new = min(t for t, s, _ in load.seen if s == new.serial_number)
+    late_old = [(t - first_new, w) for t, s, w in load.seen
+                if s == old.serial_number and t > first_new + 1.0]
+    assert not late_old, f"old certificate still served after a second: {late_old[:5]}"
+    workers = {w for t, s, w in load.seen if s == new.serial_number}
+    assert workers == set(pids[1]), f"new certificate seen from workers {workers}, not all of {pids[1]}"
     assert cert_names(new) == {"load.test"}
     assert (n.pid, n.workers()) == pids, "renewal must not restart anything"
     n.wait_log(r"renewing load\.test now, as requested", 10)
