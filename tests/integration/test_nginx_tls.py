@@ -104,3 +104,14 @@ def test_unmanaged_default_server_routes_acme_to_the_managed_one(nginx, local_ca
     with pytest.raises((ssl.SSLError, ConnectionError)):
         alpn_selected(nginx.https_port, "one.test", ["acme-tls/1"], tls12=True)
     nginx.wait_log(r'tls-alpn-01 connection for "one\.test", but no challenge is pending', 5)
+
+
+def test_own_certificate_before_autotls_on_is_served_meanwhile(nginx, local_ca):
+    """An ssl_certificate written before "autotls on" is the administrator's:
+    served (without the 503) until the first certificate is live."""
+    cert, key = local_ca.issue("own-nginx", names=("own.test",))
+    nginx.start(body(nginx, server("own.test", nginx.https_port, f"ssl_certificate {cert};",
+                                   f"ssl_certificate_key {key};")))
+    r = nginx.https("own.test", root_pem=local_ca.cert_pem)
+    assert r.status == 200 and "hello from nginx" in r.text
+    assert issuer_cn(r.cert) != PLACEHOLDER_ISSUER
