@@ -23,7 +23,6 @@ static ngx_int_t postconfiguration(ngx_conf_t *cf)
 {
     at_ngx_main_conf_t *amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_autotls_module);
 
-    amcf->log = cf->cycle->log;
     if (at_ngx_sites_build(cf, amcf) != NGX_OK)
         return NGX_ERROR;
     if (amcf->conf == NULL)

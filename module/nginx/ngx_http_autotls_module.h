@@ -96,8 +96,7 @@ typedef struct {
     ngx_array_t           sites;          /* at_ngx_site_t * */
     ngx_shm_zone_t       *zone;
     at_ngx_shared_t      *shared;         /* set by the zone's init */
-    at_logger             logger;         /* straight into this cycle's error log */
-    ngx_log_t            *log;
+    at_logger             logger;         /* the master's: straight into the error log */
 } at_ngx_main_conf_t;
 
 /* ngx_http_autotls_directives.c */

@@ -133,7 +133,7 @@ static void log_drain(ngx_log_t *log)
         pthread_mutex_unlock(&LQ.mu);
 
         if (dropped)
-            ngx_log_error(NGX_LOG_WARN, log, 0, "autotls: %lu log lines of the renewal thread "
+            ngx_log_error(NGX_LOG_WARN, log, 0, "autotls: %ul log lines of the renewal thread "
                           "were dropped (the queue was full)", dropped);
         for (size_t i = 0; i < n; i++) {
             ngx_log_error(ngx_level(batch[i].level), log, 0, "%s%s", prefix(batch[i].msg), batch[i].msg);

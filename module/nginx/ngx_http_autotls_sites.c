@@ -19,6 +19,7 @@ static const at_conf_hints nginx_hints = {
     "autotls_contact EMAIL",
     "autotls_profile NAME",
     "autotls_dns01_command PATH",
+    "autotls_ca_trust FILE",
 };
 
 static void conf_cleanup(void *data)
