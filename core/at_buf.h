@@ -25,7 +25,7 @@ int    at_buf_reserve(at_buf *b, size_t extra);
 int    at_buf_append(at_buf *b, const void *p, size_t n);
 int    at_buf_puts(at_buf *b, const char *s);
 int    at_buf_printf(at_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-int    at_buf_vprintf(at_buf *b, const char *fmt, va_list ap);
+int    at_buf_vprintf(at_buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 char  *at_buf_detach(at_buf *b);         /* caller frees; never NULL on success (""), NULL on OOM */
 const char *at_buf_str(const at_buf *b); /* "" when empty */
 

@@ -65,6 +65,7 @@ typedef struct at_conf_hints {
     const char *contact;        /* "AutoTLSContact EMAIL" */
     const char *profile;        /* "AutoTLSProfile NAME" */
     const char *dns01_command;  /* "AutoTLSDNS01Command PATH" */
+    const char *ca_trust;       /* "AutoTLSCATrust FILE" */
 } at_conf_hints;
 
 typedef struct at_conf {

@@ -67,6 +67,7 @@ struct at_driver {
     char         *client_key_file;
     char         *proxy;
     char         *user_agent;
+    char         *trust_hint;
     long          connect_timeout_ms;
     long          request_timeout_ms;
     size_t        max_response;
@@ -127,6 +128,7 @@ static int dup_opt(char **dst, const char *src)
 static void opts_free(at_driver *d)
 {
     free(d->ca_trust_file);
+    free(d->trust_hint);
     free(d->client_cert_file);
     free(d->client_key_file);
     free(d->proxy);
@@ -156,6 +158,7 @@ static int opts_copy(at_driver *d, const at_driver_opts *o)
         dup_opt(&d->client_cert_file, o->client_cert_file) != 0 ||
         dup_opt(&d->client_key_file, o->client_key_file) != 0 ||
         dup_opt(&d->proxy, o->proxy) != 0 ||
+        dup_opt(&d->trust_hint, o->trust_hint) != 0 ||
         dup_opt(&d->user_agent, o->user_agent && *o->user_agent ? o->user_agent : ua) != 0)
         return -1;
     return 0;
@@ -452,12 +455,12 @@ static void error_tls(at_xfer *x, CURLcode rc, at_error *err)
         else if (d->ca_trust_file)
             at_error_set(err, AT_ERR_NETWORK, "TLS certificate of %s could not be verified (%s): the "
                          "trust file %s does not hold the root that signed the server's certificate; "
-                         "set the CA trust file option to the right PEM file", x->req.url, why,
-                         d->ca_trust_file);
+                         "set %s to the right PEM file", x->req.url, why,
+                         d->ca_trust_file, d->trust_hint ? d->trust_hint : "the CA trust file option");
         else
             at_error_set(err, AT_ERR_NETWORK, "TLS certificate of %s could not be verified (%s): if "
-                         "this CA uses a private root, set the CA trust file option to a PEM file "
-                         "holding it", x->req.url, why);
+                         "this CA uses a private root, set %s to a PEM file "
+                         "holding it", x->req.url, why, d->trust_hint ? d->trust_hint : "the CA trust file option");
     } else if (rc == CURLE_SSL_CACERT_BADFILE) {
         at_error_set(err, AT_ERR_CONFIG, "cannot use the trust file %s for %s (%s): it must be a "
                      "readable PEM file of CA certificates", d->ca_trust_file ? d->ca_trust_file : "(system)",

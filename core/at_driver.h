@@ -22,6 +22,7 @@ typedef struct at_driver_opts {
     size_t      max_response;      /* bytes, default 1 MiB; larger responses fail */
     int         max_connections;   /* concurrent transfers, default 8 */
     const char *user_agent;        /* default "autotls/VERSION" */
+    const char *trust_hint;        /* how the admin sets the trust file ("AutoTLSCATrust FILE"), or NULL */
 } at_driver_opts;
 
 typedef struct at_driver at_driver;

@@ -764,8 +764,14 @@ static time_t engine_turn(at_engine *e, time_t now, int start_new)
             at_engine_cert_replan(e, i, now);
         if (start_new && rt->plan.reason != AT_PLAN_NONE && rt->plan.due <= now &&
             e->orders_running < (e->conf->concurrency > 0 ? e->conf->concurrency : 8)) {
-            if (at_engine_cert_start(e, i, now) != 0)
+            if (at_engine_cert_start(e, i, now) != 0) {
+                /* Deferred (another order holds one of its names, or another
+                 * process holds its lock): look again soon. */
+                time_t again = rt->plan.due > now ? rt->plan.due : now + 1;
+                if (again < next)
+                    next = again;
                 continue;
+            }
         }
         if (!rt->running && rt->plan.due > now && rt->plan.due < next &&
             (rt->plan.reason != AT_PLAN_NONE || rt->plan.due > 0))
@@ -794,14 +800,8 @@ static time_t engine_turn(at_engine *e, time_t now, int start_new)
                     at_engine_task_finish(e, t);
                     continue;
                 }
-            } else if (cs == AT_CA_IDLE && e->cas[t->ca].err.code != AT_OK &&
-                       e->cas[t->ca].failed_at >= t->started &&
-                       t->kind != AT_TASK_ACCOUNT) {
-                at_error_copy(&t->err, &e->cas[t->ca].err);
-                at_engine_task_finish(e, t);
-                continue;
             } else {
-                continue;
+                continue;            /* failures reach waiting tasks through ca_fail */
             }
         }
         task_advance(e, t, now);
@@ -812,6 +812,11 @@ static time_t engine_turn(at_engine *e, time_t now, int start_new)
     for (at_slot *s = e->slots; s; s = s->next)
         if (!s->in_flight && s->wait_until && s->wait_until < next)
             next = s->wait_until;
+    /* An order or check that just ended leaves its certificate to re-plan
+     * (and maybe another one waiting for its names): turn again at once. */
+    for (size_t i = 0; i < ncerts; i++)
+        if (e->certs[i].dirty && !e->certs[i].running)
+            next = now;
     reap_tasks(e, 1);
     return next;
 }
@@ -992,7 +997,7 @@ static int ensure_ca(at_engine *e, size_t ca_index, long max_seconds, at_error *
         at_ca_state st = at_engine_ca_advance(e, ca, now);
         if (st == AT_CA_READY)
             return 0;
-        if (st == AT_CA_IDLE && ca->err.code != AT_OK && ca->failed_at >= start) {
+        if (st == AT_CA_IDLE && ca->err.code != AT_OK) {
             at_error_copy(err, &ca->err);
             return -1;
         }
@@ -1000,6 +1005,10 @@ static int ensure_ca(at_engine *e, size_t ca_index, long max_seconds, at_error *
             return at_error_set(err, AT_ERR_TIMEOUT, "the CA %s did not answer within %ld seconds",
                                 ca->conf->url, max_seconds);
         time_t next = engine_turn(e, now, 0);
+        if (ca->state == AT_CA_IDLE && ca->err.code != AT_OK) {
+            at_error_copy(err, &ca->err);
+            return -1;
+        }
         engine_wait(e, now, next < now + 1 ? next : now + 1);
     }
 }

@@ -39,12 +39,16 @@ int at_engine_ca_init(at_engine *e, at_error *err)
         o.connect_timeout_ms = o.request_timeout_ms < 10000 ? o.request_timeout_ms : 10000;
         o.max_connections = conf->concurrency > 0 ? conf->concurrency : 8;
         o.user_agent = ua;
+        o.trust_hint = conf->hints.ca_trust;
         ca->drv = at_driver_new(&o, err);
         if (!ca->drv)
             return at_error_prefix(err, "CA %s", cc->url);
         ca->client = at_acme_client_new(cc->url, err);
         if (!ca->client)
             return at_error_prefix(err, "CA %s", cc->url);
+        /* Some CAs reject a share of nonces on purpose; five re-signs is
+         * not always enough to get through a streak. */
+        at_acme_client_set_nonce_retries(ca->client, 10);
     }
     return 0;
 }
@@ -65,13 +69,22 @@ void at_engine_ca_free(at_engine *e)
     e->cas = NULL;
 }
 
+/* The CA could not be made ready: every task waiting for it fails with the
+ * reason now (each certificate then backs off on its own); the next task
+ * that needs the CA tries again from the start. */
 static void ca_fail(at_engine *e, at_ca_rt *ca, at_error *err)
 {
-    at_error_move(&ca->err, err);
-    ca->failed_at = at_time_now();
+    at_log(&e->log, AT_LOG_ERROR, "CA %s: %s", ca->conf->url, err->msg);
     ca->state = AT_CA_IDLE;
     ca->acct_task = NULL;
-    at_log(&e->log, AT_LOG_ERROR, "CA %s: %s", ca->conf->url, ca->err.msg);
+    for (at_task *t = e->tasks; t; t = t->next) {
+        if (t->done || t->op || t->ca != ca->index)
+            continue;
+        at_error_copy(&t->err, err);
+        at_engine_task_finish(e, t);
+    }
+    at_error_move(&ca->err, err);
+    ca->failed_at = at_time_now();
 }
 
 void at_engine_ca_reset(at_engine *e, at_ca_rt *ca)
@@ -182,10 +195,6 @@ at_ca_state at_engine_ca_advance(at_engine *e, at_ca_rt *ca, time_t now)
     (void)now;
 
     if (ca->state == AT_CA_IDLE) {
-        /* A failure is reported to the tasks that were waiting; the next
-         * task (after its own backoff) tries again. */
-        if (ca->err.code != AT_OK && ca->failed_at >= now)
-            return AT_CA_IDLE;
         at_error_clear(&ca->err);
         if (at_acme_client_dir(ca->client)) {
             if (ca_start_account(e, ca, &err) != 0)

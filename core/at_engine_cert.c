@@ -132,10 +132,8 @@ void at_engine_cert_replan(at_engine *e, size_t i, time_t now)
     in.revoked = json_is_true(json_object_get(st, "revoked"));
     ari = json_object_get(st, "ari");
     in.ari_pick = jtime(ari, "pick");
-    {
-        time_t force = jtime(st, "force"), last_ok = jtime(st, "last_success");
-        in.force = force > last_ok ? force : 0;
-    }
+    /* A force request stays in the state until an order succeeds. */
+    in.force = jtime(st, "force");
     pol.retry_base = e->conf->retry_base > 0 ? e->conf->retry_base : 60;
     pol.retry_max = e->conf->retry_max > 0 ? e->conf->retry_max : 21600;
     at_plan_cert(&in, &pol, now, at_engine_random() ^ (unsigned long)i, &rt->plan);

@@ -76,6 +76,9 @@ static void msg_clean(char *msg)
 }
 
 static void set_v(at_error *err, at_errcode code, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+
+static void set_v(at_error *err, at_errcode code, const char *fmt, va_list ap)
 {
     json_decref(err->problem);
     err->problem = NULL;

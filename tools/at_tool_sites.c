@@ -352,6 +352,7 @@ at_conf *at_tool_conf(const at_tool *t, json_t *const *sites, size_t nsites, at_
     conf->hints.contact = "--contact EMAIL";
     conf->hints.profile = "--profile NAME";
     conf->hints.dns01_command = "--dns01-command CMD";
+    conf->hints.ca_trust = "--ca-trust FILE";
     for (size_t i = 0; i < nsites; i++) {
         if (add_site(conf, sites[i], err) != 0) {
             at_conf_free(conf);

@@ -24,6 +24,7 @@ static const at_conf_hints apache_hints = {
     "AutoTLSContact EMAIL",
     "AutoTLSProfile NAME",
     "AutoTLSDNS01Command PATH",
+    "AutoTLSCATrust FILE",
 };
 
 static apr_status_t conf_cleanup(void *data)

@@ -266,16 +266,25 @@ static int cert_cb(SSL *ssl, void *arg)
 
     if (!sv)
         return 1;
-    /* TLS 1.3 selects ALPN before this callback: for acme-tls/1, mod_ssl
-     * already put the challenge certificate in place (ssl_answer_challenge).
-     * TLS 1.2 selects it after; mod_ssl then swaps in the challenge
-     * certificate itself, which works as long as an ECDSA suite is chosen. */
-    if (at_serve_is_acme(ssl))
-        return 1;
     sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
     lower[0] = '\0';
     if (sni)
         lower_copy(lower, sizeof(lower), sni);
+    /* TLS 1.3 selects ALPN before this callback. For acme-tls/1 mod_ssl has
+     * put the challenge certificate into one slot (ssl_answer_challenge),
+     * but a placeholder of the other key kind would still be offered, and a
+     * validator preferring RSA-PSS would get it: leave only the challenge
+     * certificate. TLS 1.2 selects ALPN after this callback; mod_ssl then
+     * swaps in the challenge certificate itself. */
+    if (at_serve_is_acme(ssl)) {
+        if (lower[0] && at_serve_install_alpn01(sv, ssl, lower) < 0) {
+            conn_rec *c = SSL_get_app_data(ssl);
+            if (c)
+                ap_log_cerror(APLOG_MARK, APLOG_WARNING, 0, c,
+                              "AutoTLS: installing the tls-alpn-01 certificate for %s failed", lower);
+        }
+        return 1;
+    }
     host = at_ap_site_name(site, lower);
     rv = at_serve_install(sv, ssl, host);
     if (rv < 0) {

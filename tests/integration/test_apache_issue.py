@@ -136,7 +136,5 @@ def test_dual_keys_each_client_gets_its_own(make_stack):
     dual_keys(make_stack, "http-01")
 
 
-@pytest.mark.xfail(reason="core engine: the EC and RSA orders of one name run at once and their "
-                          "tls-alpn-01 challenge certificates replace each other in the live table")
 def test_dual_keys_with_tls_alpn01(make_stack):
     dual_keys(make_stack, "tls-alpn-01 http-01")
