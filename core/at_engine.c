@@ -928,22 +928,30 @@ int at_engine_run_once(at_engine *e, long max_seconds, at_error *err)
                                 (long)(now - start));
         engine_wait(e, now, now + 1);
     }
+    /* Success means every certificate is valid now: one that failed in
+     * this run, or that is still waiting out an earlier failure, is not. */
     first_failed = e->conf->ncerts;
-    for (size_t i = 0; i < e->conf->ncerts; i++)
-        if (e->certs[i].failed_now) {
+    for (size_t i = 0; i < e->conf->ncerts && first_failed == e->conf->ncerts; i++)
+        if (e->certs[i].failed_now)
             first_failed = i;
-            break;
-        }
+    for (size_t i = 0; i < e->conf->ncerts && first_failed == e->conf->ncerts; i++) {
+        at_engine_cert_replan(e, i, at_time_now());
+        if (!e->certs[i].have_cert)
+            first_failed = i;
+    }
     if (first_failed < e->conf->ncerts) {
         json_t *state = NULL;
         const at_cert_conf *cc = &e->conf->certs[first_failed];
         at_error lerr = AT_ERROR_INIT;
-        if (at_store_state_load(e->store, cc->id, &state, &lerr) == 0) {
+        if (at_store_state_load(e->store, cc->id, &state, &lerr) == 0 &&
+            json_is_object(json_object_get(state, "last_error"))) {
             at_error_from_json(err, json_object_get(state, "last_error"));
-            json_decref(state);
         } else {
-            at_error_set(err, AT_ERR_INTERNAL, "issuance for %s failed", cc->names[0]);
+            char tb[AT_TIME_BUFSIZE];
+            at_error_set(err, AT_ERR_INTERNAL, "no certificate for %s yet (next attempt at %s)",
+                         cc->names[0], at_time_format(e->certs[first_failed].plan.due, tb, sizeof(tb)));
         }
+        json_decref(state);
         at_error_clear(&lerr);
         return -1;
     }
