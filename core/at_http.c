@@ -265,13 +265,25 @@ static int set_field(char **field, const char *v, size_t n)
     return 0;
 }
 
+/* A URI reference is visible ASCII (RFC 3986 §2). A value with spaces,
+ * control characters or other bytes is not one: using it would put bytes
+ * that are not UTF-8 into checkpoints (JSON) and messages, and hand libcurl
+ * a URL it refuses. Such a header is ignored, as a missing one would be. */
+static int uri_chars_ok(const char *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)v[i] <= ' ' || (unsigned char)v[i] >= 0x7f)
+            return 0;
+    return 1;
+}
+
 static int add_link(at_http_resp *resp, const char *url, size_t ulen, const char *rel, size_t rlen,
                     const char *base_url)
 {
     at_http_link *nl;
     char *u, *r, *abs;
 
-    if (resp->nlinks >= AT_HTTP_MAX_LINKS)
+    if (resp->nlinks >= AT_HTTP_MAX_LINKS || !uri_chars_ok(url, ulen))
         return 0;
     u = dup_range(url, ulen);
     r = dup_range(rel, rlen);
@@ -413,8 +425,10 @@ int at_http_resp_header(at_http_resp *resp, const char *line, size_t len, const 
         for (char *c = resp->content_type; *c; c++)
             *c = (char)tolower((unsigned char)*c);
     } else if (IS("location")) {
-        char *raw = dup_range(v, (size_t)(end - v)), *abs;
-        if (!raw)
+        char *raw, *abs;
+        if (!uri_chars_ok(v, (size_t)(end - v)))
+            return 0;
+        if (!(raw = dup_range(v, (size_t)(end - v))))
             return -1;
         abs = at_http_resolve(base_url, raw);
         free(raw);
