@@ -216,6 +216,12 @@ static load_result need_file(at_buf *b, const char *name, const char **which, at
         at_error_set(why, AT_ERR_CORRUPT, "the file is empty");
         return LOAD_DAMAGED;
     }
+    /* Every stored file is text (PEM, JSON), validated as len bytes but
+     * used as a C string: a NUL would make the two differ. */
+    if (memchr(b->data, '\0', b->len)) {
+        at_error_set(why, AT_ERR_CORRUPT, "the file holds a NUL byte, which no PEM or JSON file has");
+        return LOAD_DAMAGED;
+    }
     return LOAD_OK;
 }
 
