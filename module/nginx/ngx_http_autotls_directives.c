@@ -81,6 +81,8 @@ void *at_ngx_create_main_conf(ngx_conf_t *cf)
     if (amcf == NULL)
         return NULL;
     amcf->concurrency = AT_NGX_UNSET;
+    amcf->retry_min = AT_NGX_UNSET;
+    amcf->retry_max = AT_NGX_UNSET;
     if (ngx_array_init(&amcf->sites, cf->pool, 4, sizeof(at_ngx_site_t *)) != NGX_OK)
         return NULL;
     return amcf;
@@ -489,6 +491,36 @@ static char *cmd_concurrency(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     return NGX_CONF_OK;
 }
 
+/* autotls_retry_delay MIN [MAX]: the delay after a failed attempt, doubling
+ * up to MAX (default 6h), with jitter; a CA's Retry-After always wins. */
+static char *cmd_retry_delay(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    at_ngx_main_conf_t *amcf = conf;
+    at_error err = AT_ERROR_INIT;
+    long lo, hi;
+
+    if (amcf->retry_min != AT_NGX_UNSET)
+        return "is duplicate";
+    if (at_parse_duration((const char *)args(cf)[1].data, &lo, &err) != 0)
+        return fail(cf, cmd, &err);
+    if (cf->args->nelts > 2) {
+        if (at_parse_duration((const char *)args(cf)[2].data, &hi, &err) != 0)
+            return fail(cf, cmd, &err);
+        if (hi < lo) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "autotls_retry_delay: the longest delay '%V' is shorter than the "
+                               "first '%V'; give MIN [MAX] with MAX >= MIN, e.g. "
+                               "autotls_retry_delay 1m 6h;", &args(cf)[2], &args(cf)[1]);
+            return NGX_CONF_ERROR;
+        }
+    } else {
+        hi = lo > 21600 ? lo : 21600;
+    }
+    amcf->retry_min = lo;
+    amcf->retry_max = hi;
+    return NGX_CONF_OK;
+}
+
 static char *cmd_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     at_ngx_main_conf_t *amcf = conf;
@@ -541,6 +573,8 @@ ngx_command_t at_ngx_commands[] = {
       cmd_notify, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL },
     { ngx_string("autotls_concurrency"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
       cmd_concurrency, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL },
+    { ngx_string("autotls_retry_delay"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE12,
+      cmd_retry_delay, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL },
     { ngx_string("autotls_zone"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
       cmd_zone, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL },
     { ngx_string("autotls_status"), NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,

@@ -82,6 +82,8 @@ typedef struct {
     const char           *store_dir;      /* autotls_store (absolute), or NULL */
     const char           *notify_command;
     ngx_int_t             concurrency;    /* -1 unset */
+    ngx_int_t             retry_min;      /* seconds, -1 unset (autotls_retry_delay) */
+    ngx_int_t             retry_max;
     size_t                zone_size;      /* 0 unset */
 
     /* one self-signed placeholder for every managed server ("data:" PEM) */

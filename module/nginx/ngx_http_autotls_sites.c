@@ -380,6 +380,10 @@ ngx_int_t at_ngx_sites_build(ngx_conf_t *cf, at_ngx_main_conf_t *amcf)
     }
     if (amcf->concurrency != AT_NGX_UNSET)
         amcf->conf->concurrency = (int)amcf->concurrency;
+    if (amcf->retry_min != AT_NGX_UNSET) {
+        amcf->conf->retry_base = (long)amcf->retry_min;
+        amcf->conf->retry_max = (long)amcf->retry_max;
+    }
     return NGX_OK;
 }
 

@@ -33,7 +33,7 @@ def test_valid_configuration_passes(nginx):
     text = (GOOD_GLOBAL
             + f"    autotls_store {nginx.store};\n"
             "    autotls_contact admin@example.com ops@example.com;\n"
-            "    autotls_concurrency 4;\n    autotls_zone 2M;\n"
+            "    autotls_concurrency 4;\n    autotls_zone 2M;\n    autotls_retry_delay 30s 2h;\n"
             "    autotls_keys ec:P-256 rsa:2048;\n    autotls_renew_window 33%;\n"
             "    autotls_challenges http-01 tls-alpn-01;\n"
             f"    autotls_notify_command {hook};\n"
@@ -90,6 +90,9 @@ BAD_VALUES = [
      ["autotls_notify_command: ", "not-a-program", "not executable"]),
     ("autotls_concurrency", "    autotls_concurrency 0;\n", [], ["autotls_concurrency: ", "'0'"]),
     ("autotls_zone", "    autotls_zone lots;\n", [], ["autotls_zone: ", "lots"]),
+    ("autotls_retry_delay", "    autotls_retry_delay soon;\n", [], ["autotls_retry_delay: ", "soon"]),
+    ("autotls_retry_delay-order", "    autotls_retry_delay 1h 1m;\n", [],
+     ["autotls_retry_delay: ", "'1m' is shorter than the first '1h'"]),
     ("autotls_zone-small", "    autotls_zone 4k;\n", [], ["autotls_zone: ", "4k"]),
 ]
 
@@ -110,7 +113,8 @@ def test_bad_value_fails_configtest(nginx, global_lines, server_lines, expect):
 
 
 @pytest.mark.parametrize("directive", ["autotls_store /tmp/x;", "autotls_concurrency 2;",
-                                       "autotls_zone 4M;", "autotls_notify_command /bin/true;"])
+                                       "autotls_zone 4M;", "autotls_notify_command /bin/true;",
+                                       "autotls_retry_delay 1m;"])
 def test_http_level_directives(nginx, directive):
     rc, out = nginx.configtest(body(nginx, "", directive))
     name = directive.split()[0]
