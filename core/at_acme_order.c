@@ -1127,6 +1127,10 @@ static int check_chain(at_acme_op *op, const at_http_resp *resp, const char *wha
 
     if (!resp->body || !resp->body_len)
         return at_error_set(err, AT_ERR_PROTOCOL, "%s: the CA sent an empty certificate", what);
+    /* Checked as body_len bytes, kept and used as a C string: a NUL would
+     * make the chain checked differ from the chain served. PEM is text. */
+    if (memchr(resp->body, '\0', resp->body_len))
+        return at_error_set(err, AT_ERR_PROTOCOL, "%s: the CA sent a certificate chain holding a NUL byte", what);
     if (at_chain_parse(resp->body, resp->body_len, &certs, err) != 0)
         return at_error_prefix(err, "%s: the CA sent no usable PEM certificate chain", what);
     sk_X509_pop_free(certs, X509_free);
