@@ -188,6 +188,7 @@ typedef struct at_step {
     const at_acme_req *req;         /* REQUEST: owned by the op, valid until the reply */
     const at_challenge_info *chal;  /* PUBLISH / WITHDRAW: owned by the op */
     time_t       until;             /* WAIT: 0 = only a reply can move things on */
+    unsigned     delay_ms;          /* REQUEST: send it no sooner than this (a quick poll), 0 = at once */
 } at_step;
 
 typedef struct at_acme_op at_acme_op;
@@ -204,6 +205,10 @@ typedef struct at_order_params {
     const char  *preferred_chain;       /* issuer CN of the wanted chain's top, or NULL */
     long         poll_timeout;          /* max seconds waiting for pending/processing (default 300) */
     int          use_preauthorization;  /* use newAuthz when the directory has it (default 1) */
+    long         quick_poll_ms;         /* > 0: the first polls of a pending authorization or a
+                                           processing order come after this many ms, doubling
+                                           below a second, as REQUEST steps with delay_ms (the
+                                           host holds them back); then whole seconds. 0 = seconds only */
 } at_order_params;
 
 /* A new order. The certificate key is generated now (at_acme_op_cert_key).

@@ -48,6 +48,7 @@ struct at_op_req {
     at_acme_req    req;
     at_op_resp_fn *on_resp;
     size_t         idx;       /* the op's own index (authorization, chain ...) */
+    unsigned       delay_ms;  /* hold the request back this long (step.delay_ms) */
     at_op_req     *next;
 };
 

@@ -256,6 +256,7 @@ int at_acme_op_step(at_acme_op *op, time_t now, at_step *step)
                     step->kind = AT_STEP_REQUEST;
                     step->tag = r->tag;
                     step->req = &r->req;
+                    step->delay_ms = r->delay_ms;
                     return 0;
                 }
             }

@@ -21,6 +21,7 @@
 
 #define POLL_FIRST        1     /* seconds before the first poll */
 #define POLL_MAX          10    /* the interval grows to this */
+#define QUICK_POLL_BELOW  1000  /* ms: quick polls double up to here, then whole seconds */
 #define NOT_READY_MAX     3     /* orderNotReady rounds before giving up */
 #define DEFAULT_TIMEOUT   300
 #define PEM_CHAIN         "application/pem-certificate-chain"
@@ -48,6 +49,8 @@ typedef struct az {
     int        by_us;         /* validated through our challenge (not reused) */
     time_t     next_poll;
     long       interval;
+    int        nquick;        /* quick polls made so far */
+    unsigned   delay_ms;      /* hold the next poll back this long (a quick poll) */
     struct az *next_retired;
 } az;
 
@@ -75,6 +78,7 @@ struct at_order_st {
     char           *replaces;
     char           *preferred;
     long            poll_timeout;
+    long            quick_first;   /* first quick poll delay in ms, 0 = none */
     int             preauth;
     EVP_PKEY       *key;
     char            what[320];
@@ -92,6 +96,8 @@ struct at_order_st {
     time_t          poll_deadline;
     time_t          next_poll;
     long            interval;
+    int             nquick;
+    unsigned        delay_ms;
     int             not_ready;
     int             finalized;
     int             replaces_dropped;
@@ -221,6 +227,28 @@ static int schedule(at_acme_op *op, const at_http_resp *resp, time_t now, time_t
     *next = now + wait;
     at_op_wake_at(op, *next);
     return 0;
+}
+
+/* A quick poll: re-read at once, with the request held back by the host for
+ * *delay_ms (quick_first ms, doubling while below a second). A CA that
+ * validates or issues within milliseconds (a local CA, Pebble) then does not
+ * cost a whole second per step; a slower one soon falls through to the
+ * whole-second intervals of schedule(). A Retry-After always wins. Returns 1
+ * when a quick poll was scheduled. */
+static int quick_poll(at_acme_op *op, const at_http_resp *resp, time_t now, time_t deadline,
+                      int *nquick, time_t *next, unsigned *delay_ms)
+{
+    long d = op->order->quick_first;
+
+    if (d <= 0 || *nquick > 16 || now >= deadline || (resp && at_http_retry_after(resp, now) > 0))
+        return 0;
+    d <<= *nquick;
+    if (d >= QUICK_POLL_BELOW)
+        return 0;
+    (*nquick)++;
+    *delay_ms = (unsigned)d;
+    *next = now;
+    return 1;
 }
 
 /* "example.com" or "example.com (and 2 more names)" */
@@ -536,7 +564,8 @@ static void authz_pending(at_acme_op *op, az *a, const json_t *obj, const at_htt
             }
         }
         snprintf(waiting, sizeof(waiting), "the CA has not finished validating %s", a->name);
-        if (schedule(op, resp, now, op->order->authz_deadline, &a->interval, &a->next_poll, waiting) == 0)
+        if (quick_poll(op, resp, now, op->order->authz_deadline, &a->nquick, &a->next_poll, &a->delay_ms) ||
+            schedule(op, resp, now, op->order->authz_deadline, &a->interval, &a->next_poll, waiting) == 0)
             a->st = AZ_POLL;
         return;
     }
@@ -685,8 +714,9 @@ static void on_challenge(at_acme_op *op, at_op_req *r, const at_http_resp *resp,
                  at_challenge_name(a->chal.type), a->name);
         at_acme_problem_doc(&e, json_object_get(obj, "error"), 0, w, NULL, -1, NULL, 0);
         at_op_fail_err(op, &e);
-    } else if (snprintf(what, sizeof(what), "the CA has not finished validating %s", a->name) > 0 &&
-               schedule(op, resp, now, op->order->authz_deadline, &a->interval, &a->next_poll, what) == 0) {
+    } else if (quick_poll(op, resp, now, op->order->authz_deadline, &a->nquick, &a->next_poll, &a->delay_ms) ||
+               (snprintf(what, sizeof(what), "the CA has not finished validating %s", a->name) > 0 &&
+                schedule(op, resp, now, op->order->authz_deadline, &a->interval, &a->next_poll, what) == 0)) {
         /* The authorization tells the outcome (RFC 8555 §7.5.1). */
         a->st = AZ_POLL;
     }
@@ -759,8 +789,12 @@ static int authz_advance(at_acme_op *op, time_t now)
         }
         case AZ_POLL:
             if (now >= a->next_poll) {
+                at_op_req *r;
                 a->st = AZ_BUSY;
-                at_op_request(op, AT_AREQ_POST_KID, a->url, NULL, NULL, on_authz, i);
+                r = at_op_request(op, AT_AREQ_POST_KID, a->url, NULL, NULL, on_authz, i);
+                if (r)
+                    r->delay_ms = a->delay_ms;
+                a->delay_ms = 0;
             } else {
                 at_op_wake_at(op, a->next_poll);
             }
@@ -903,7 +937,8 @@ static void apply_order(at_acme_op *op, const json_t *obj, const at_http_resp *r
         set_status(op, status);
         if (!o->poll_deadline)
             o->poll_deadline = now + o->poll_timeout;
-        if (schedule(op, resp, now, o->poll_deadline, &o->interval, &o->next_poll,
+        if (quick_poll(op, resp, now, o->poll_deadline, &o->nquick, &o->next_poll, &o->delay_ms) ||
+            schedule(op, resp, now, o->poll_deadline, &o->interval, &o->next_poll,
                      "the CA is still issuing the certificate") == 0)
             set_phase(op, P_POLL);
     } else if (strcmp(status, "valid") == 0) {
@@ -952,6 +987,8 @@ static void start_fresh(at_acme_op *op)
     o->not_ready = 0;
     o->authz_deadline = o->poll_deadline = 0;
     o->interval = POLL_FIRST;
+    o->nquick = 0;
+    o->delay_ms = 0;
     for (size_t k = 0; k < o->naz; k++)
         az_retire(op, o->azs[k]);
     o->naz = 0;
@@ -1330,14 +1367,19 @@ static void order_advance(at_acme_op *op, time_t now)
         at_op_request(op, AT_AREQ_POST_KID, o->finalize, p, NULL, on_finalize, 0);
         break;
     }
-    case P_POLL:
+    case P_POLL: {
+        at_op_req *r;
         if (now < o->next_poll) {
             at_op_wake_at(op, o->next_poll);
             break;
         }
         o->busy = 1;
-        at_op_request(op, AT_AREQ_POST_KID, o->url, NULL, NULL, on_order, 0);
+        r = at_op_request(op, AT_AREQ_POST_KID, o->url, NULL, NULL, on_order, 0);
+        if (r)
+            r->delay_ms = o->delay_ms;
+        o->delay_ms = 0;
         break;
+    }
     case P_DOWNLOAD:
         o->busy = 1;
         at_op_request(op, AT_AREQ_POST_KID, o->certificate, NULL, PEM_CHAIN, on_cert, 0);
@@ -1491,6 +1533,7 @@ static at_acme_op *order_create(at_acme_client *c, const at_order_params *p, EVP
     }
     o->interval = POLL_FIRST;
     o->poll_timeout = p->poll_timeout > 0 ? p->poll_timeout : DEFAULT_TIMEOUT;
+    o->quick_first = p->quick_poll_ms > 0 ? p->quick_poll_ms : 0;
     o->preauth = p->use_preauthorization;
     o->keyspec = p->key;
     if (check_params(op, p, err) != 0)

@@ -357,6 +357,11 @@ static void task_request(at_engine *e, at_task *t, const at_step *st, time_t now
     s->task = t;
     s->tag = st->tag;
     t->nreqs++;
+    if (st->delay_ms > 0) {
+        /* A quick poll: engine_turn sends it when the delay is over. */
+        s->not_before_ms = at_time_now_ms() + st->delay_ms;
+        return;
+    }
     slot_advance(e, s, now);
 }
 
@@ -737,10 +742,21 @@ static time_t engine_turn(at_engine *e, time_t now, int start_new)
         at_error_clear(&perr);
     }
 
-    /* Answers that arrived, exchanges whose backoff ended. */
+    /* Answers that arrived, exchanges whose backoff or delay ended. */
+    long long now_ms = at_time_now_ms();
     for (at_slot *s = e->slots, *nx; s; s = nx) {
         nx = s->next;
-        if (s->ready && !s->exch) {
+        if (s->not_before_ms) {
+            if (s->not_before_ms > now_ms)
+                continue;
+            s->not_before_ms = 0;
+            if (s->task && s->task->done) {
+                s->task->nreqs--;          /* a poll nobody waits for: never sent */
+                slot_unlink(e, s);
+                continue;
+            }
+            slot_advance(e, s, now);
+        } else if (s->ready && !s->exch) {
             s->ready = 0;
             at_engine_ca_directory_done(e, s, now);
             slot_unlink(e, s);
@@ -827,7 +843,7 @@ static int engine_busy(const at_engine *e)
         if (!t->done)
             return 1;
     for (at_slot *s = e->slots; s; s = s->next)
-        if (s->in_flight || s->ready || s->wait_until)
+        if (s->in_flight || s->ready || s->wait_until || s->not_before_ms)
             return 1;
     return 0;
 }
@@ -835,16 +851,24 @@ static int engine_busy(const at_engine *e)
 /* Sleep in the drivers until `until`, an answer, or a wake-up. */
 static void engine_wait(at_engine *e, time_t now, time_t until)
 {
-    long ms = until > now ? (long)(until - now) * 1000 : 0;
+    /* To the millisecond: `now` is whole seconds, and counting from it would
+     * oversleep a deadline by up to a second. */
+    long long now_ms = at_time_now_ms();
+    long ms = until > now ? (long)((long long)until * 1000 - now_ms) : 0;
     int hooks = e->notify != NULL;
     size_t ncas = e->conf->ncas, busy = 0;
 
+    if (ms < 0)
+        ms = 0;
     for (at_task *t = e->tasks; t; t = t->next)
         if (t->hooks)
             hooks = 1;
-    for (at_slot *s = e->slots; s; s = s->next)
+    for (at_slot *s = e->slots; s; s = s->next) {
         if (s->ready)
             ms = 0;
+        else if (s->not_before_ms && s->not_before_ms - now_ms < ms)
+            ms = s->not_before_ms > now_ms ? (long)(s->not_before_ms - now_ms) : 0;
+    }
     if (hooks && ms > 200)
         ms = 200;                    /* commands are polled, not signalled */
     if (ms > 1000L * AT_ENGINE_MAX_SLEEP)

@@ -280,6 +280,7 @@ int at_engine_cert_start_op(at_engine *e, at_task *t, time_t now)
     p.preferred_chain = cc->preferred_chain;
     p.poll_timeout = e->conf->poll_timeout > 0 ? e->conf->poll_timeout : 300;
     p.use_preauthorization = 1;
+    p.quick_poll_ms = AT_ENGINE_QUICK_POLL_MS;
     replaces = t->is_renewal ? replaces_id(e, cc, client) : NULL;
     p.replaces = replaces;
 

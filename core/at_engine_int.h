@@ -13,6 +13,11 @@
 #include "at_planner.h"
 #include "at_cmd.h"
 
+/* First quick poll of an order (ms; then doubling below a second, see
+ * at_order_params.quick_poll_ms): a CA that answers within milliseconds is
+ * not kept waiting a whole second per step. */
+#define AT_ENGINE_QUICK_POLL_MS 50
+
 typedef struct at_task at_task;
 typedef struct at_slot at_slot;
 typedef struct at_ca_rt at_ca_rt;
@@ -77,6 +82,7 @@ struct at_slot {
     int          in_flight;     /* submitted to the driver, no answer yet */
     int          ready;         /* an answer arrived: advance me */
     time_t       wait_until;
+    long long    not_before_ms; /* a quick poll held back until then (at_time_now_ms), 0 = none */
     at_http_resp resp;          /* directory fetch answer */
     at_error     terr;          /* directory fetch transport error */
     int          has_terr;

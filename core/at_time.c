@@ -30,6 +30,16 @@ void at_time_set_fake(time_t t)
     atomic_store(&fake_now, (long long)t);
 }
 
+long long at_time_now_ms(void)
+{
+    long long f = atomic_load(&fake_now);
+    struct timespec ts;
+    if (f)
+        return f * 1000;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* Exactly n decimal digits at *p; advances p. */
 static int digits(const char **p, int n, int *out)
 {

@@ -26,4 +26,9 @@ long at_time_retry_after(const char *value, time_t now);
 time_t at_time_now(void);
 void   at_time_set_fake(time_t t);   /* 0 to return to the real clock */
 
+/* The same clock in milliseconds (the fake clock, when set, in whole
+ * seconds): for waits shorter than a second, and for sleeping until a
+ * whole-second deadline without overshooting it by up to a second. */
+long long at_time_now_ms(void);
+
 #endif

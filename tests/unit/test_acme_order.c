@@ -612,6 +612,111 @@ static void t_retry_after_honoured(void)
     env_free(&e);
 }
 
+/* Delays the op asked the host to hold its requests back by. */
+typedef struct delays {
+    unsigned d[32];
+    int n;
+} delays;
+
+static int note_delay(void *ud, at_acme_op *op, const at_step *st)
+{
+    delays *k = ud;
+    (void)op;
+    if (st->kind == AT_STEP_REQUEST && st->delay_ms && k->n < 32)
+        k->d[k->n++] = st->delay_ms;
+    return 0;
+}
+
+static int run_noting_delays(env *e, at_acme_op *op, delays *k)
+{
+    at_fake_ca_run_opts o;
+    memset(&o, 0, sizeof(o));
+    memset(k, 0, sizeof(*k));
+    o.on_step = note_delay;
+    o.ud = k;
+    return at_fake_ca_run(e->ca, e->c, op, &e->now, &o);
+}
+
+static void t_quick_polls(void)
+{
+    env e;
+    const char *names[] = { "example.com" };
+    at_order_params p = params(names, 1, HTTP, 1);
+    at_error err = AT_ERROR_INIT;
+    at_acme_op *op;
+    delays k;
+    time_t start;
+    static const unsigned want[] = { 50, 100, 200, 50, 100 };
+
+    env_init(&e, slow_ca);
+    p.quick_poll_ms = 50;
+    start = e.now;
+    op = at_acme_order_new(e.c, &p, &err);
+    AT_CHECK_INT(run_noting_delays(&e, op, &k), AT_STEP_DONE);
+    /* the same polls as t_polling, each held back by the host for 50 ms
+     * doubling (authorization, then order) instead of whole seconds */
+    AT_CHECK_INT(at_fake_ca_count(e.ca, "authz"), 4);
+    AT_CHECK_INT(at_fake_ca_count(e.ca, "order"), 2);
+    AT_CHECK_INT(k.n, 5);
+    for (int i = 0; i < k.n && i < 5; i++)
+        AT_CHECK_INT(k.d[i], want[i]);
+    AT_CHECK(e.now - start <= 1);
+    at_acme_op_free(op);
+    env_free(&e);
+}
+
+static void slower_ca(at_fake_ca *ca)
+{
+    at_fake_ca_set_pending_polls(ca, 7);
+}
+
+static void t_quick_polls_fall_back_to_seconds(void)
+{
+    env e;
+    const char *names[] = { "example.com" };
+    at_order_params p = params(names, 1, HTTP, 1);
+    at_error err = AT_ERROR_INIT;
+    at_acme_op *op;
+    delays k;
+    time_t start;
+
+    env_init(&e, slower_ca);
+    p.quick_poll_ms = 50;
+    start = e.now;
+    op = at_acme_order_new(e.c, &p, &err);
+    AT_CHECK_INT(run_noting_delays(&e, op, &k), AT_STEP_DONE);
+    /* 50..800 ms stay below a second; after them, whole-second intervals */
+    AT_CHECK_INT(k.n, 5);
+    AT_CHECK_INT(k.d[4], 800);
+    AT_CHECK_INT(at_fake_ca_count(e.ca, "authz"), 8);
+    AT_CHECK(e.now - start >= 1 + 2);
+    at_acme_op_free(op);
+    env_free(&e);
+}
+
+static void t_quick_polls_yield_to_retry_after(void)
+{
+    env e;
+    const char *names[] = { "example.com" };
+    at_order_params p = params(names, 1, HTTP, 1);
+    at_error err = AT_ERROR_INIT;
+    at_acme_op *op;
+    delays k;
+    time_t start;
+
+    env_init(&e, slow_ca_ra);
+    p.quick_poll_ms = 50;
+    start = e.now;
+    op = at_acme_order_new(e.c, &p, &err);
+    AT_CHECK_INT(run_noting_delays(&e, op, &k), AT_STEP_DONE);
+    /* the CA's Retry-After (20 s) wins over quick polls; only the first
+     * authorization poll, after a challenge answer without Retry-After, is quick */
+    AT_CHECK_INT(k.n, 1);
+    AT_CHECK(e.now - start >= 20 * 3);
+    at_acme_op_free(op);
+    env_free(&e);
+}
+
 static void never_valid(at_fake_ca *ca) { at_fake_ca_set_pending_polls(ca, 100000); }
 
 static void t_poll_timeout(void)
@@ -1521,6 +1626,9 @@ static const at_test_case cases[] = {
     AT_CASE(t_publish_error),
     AT_CASE(t_polling),
     AT_CASE(t_retry_after_honoured),
+    AT_CASE(t_quick_polls),
+    AT_CASE(t_quick_polls_fall_back_to_seconds),
+    AT_CASE(t_quick_polls_yield_to_retry_after),
     AT_CASE(t_poll_timeout),
     AT_CASE(t_order_not_ready),
     AT_CASE(t_transient_errors),
