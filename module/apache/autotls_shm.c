@@ -3,7 +3,7 @@
  * forks, so every child (and the renewal thread in one of them) sees the
  * same memory:
  *
- *   [ header page: renew requests, which process renews ][ live table ]
+ *   [ renewal control block (at_renewer.h), one page ][ live table ]
  *
  * The region outlives configuration generations: it is remembered in the
  * process pool, so a graceful restart keeps serving the certificates that
@@ -14,7 +14,6 @@
 #include "mod_autotls.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -25,62 +24,24 @@ APLOG_USE_MODULE(autotls);
 
 #define SHM_KEY      "mod_autotls.shm"
 #define SHM_MAGIC    0x61745368u   /* "atSh" */
-#define SHM_VERSION  1u
-#define MAX_REQUESTS 32
-
-typedef struct shm_header {
-    uint32_t        magic;
-    uint32_t        version;
-    pthread_mutex_t mu;            /* process-shared, robust */
-    uint32_t        nreq;
-    char            req[MAX_REQUESTS][256];
-    pid_t           engine_pid;    /* the child that renews, 0 if none */
-    apr_time_t      engine_since;
-} shm_header;
+#define SHM_VERSION  2u
 
 struct at_ap_shm {
-    uint32_t     magic;            /* checked after a DSO reload */
-    uint32_t     version;
-    void        *base;
-    size_t       total;
-    size_t       live_size;
-    shm_header  *hdr;
-    at_live     *live;
+    uint32_t      magic;           /* checked after a DSO reload */
+    uint32_t      version;
+    void         *base;
+    size_t        total;
+    size_t        live_size;
+    at_renew_ctl *ctl;
+    at_live      *live;
 };
 
+/* The control block, rounded up to whole pages so the live table starts on one. */
 static size_t header_size(void)
 {
     long page = sysconf(_SC_PAGESIZE);
     size_t ps = page > 0 ? (size_t)page : 4096;
-    return (sizeof(shm_header) + ps - 1) / ps * ps;
-}
-
-static int lock(shm_header *h)
-{
-    int rv = pthread_mutex_lock(&h->mu);
-    if (rv == EOWNERDEAD) {
-        /* A process died holding it; the data it guards is always consistent
-         * between two stores, so just take it over. */
-        pthread_mutex_consistent(&h->mu);
-        rv = 0;
-    }
-    return rv;
-}
-
-static int init_header(shm_header *h)
-{
-    pthread_mutexattr_t a;
-    int rv;
-
-    memset(h, 0, sizeof(*h));
-    pthread_mutexattr_init(&a);
-    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
-    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
-    rv = pthread_mutex_init(&h->mu, &a);
-    pthread_mutexattr_destroy(&a);
-    h->magic = SHM_MAGIC;
-    h->version = SHM_VERSION;
-    return rv;
+    return (at_renew_ctl_size() + ps - 1) / ps * ps;
 }
 
 static at_ap_shm *create(server_rec *s, apr_pool_t *ppool, size_t live_size)
@@ -96,9 +57,9 @@ static at_ap_shm *create(server_rec *s, apr_pool_t *ppool, size_t live_size)
                      "or raise the memory limits", hs + live_size);
         return NULL;
     }
-    if (init_header(base) != 0 || at_live_format((char *)base + hs, live_size, &err) != 0) {
+    if (!at_renew_ctl_format(base, hs, &err) || at_live_format((char *)base + hs, live_size, &err) != 0) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, "AutoTLS: preparing the shared memory failed: %s",
-                     err.code ? err.msg : "mutex initialisation failed");
+                     err.msg);
         at_error_clear(&err);
         munmap(base, hs + live_size);
         return NULL;
@@ -109,7 +70,7 @@ static at_ap_shm *create(server_rec *s, apr_pool_t *ppool, size_t live_size)
     shm->base = base;
     shm->total = hs + live_size;
     shm->live_size = live_size;
-    shm->hdr = base;
+    shm->ctl = base;
     shm->live = at_live_attach((char *)base + hs, live_size, &err);
     if (!shm->live) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, "AutoTLS: attaching the live table failed: %s", err.msg);
@@ -141,6 +102,7 @@ int at_ap_shm_setup(at_ap_gen *g, size_t size, int exact)
         old = NULL;   /* another build's layout: leave it alone, make ours */
     if (old && (exact ? old->live_size == size : old->live_size >= size)) {
         g->shm = old;
+        g->ctl = old->ctl;
         g->live = old->live;
         return 0;
     }
@@ -154,61 +116,7 @@ int at_ap_shm_setup(at_ap_gen *g, size_t size, int exact)
     }
     apr_pool_userdata_set(shm, SHM_KEY, apr_pool_cleanup_null, ppool);
     g->shm = shm;
+    g->ctl = shm->ctl;
     g->live = shm->live;
     return 0;
-}
-
-int at_ap_shm_request(at_ap_shm *shm, const char *what)
-{
-    shm_header *h = shm->hdr;
-    int rv = -1;
-
-    if (strlen(what) >= sizeof(h->req[0]) || lock(h) != 0)
-        return -1;
-    for (uint32_t i = 0; i < h->nreq; i++)
-        if (strcmp(h->req[i], what) == 0)
-            rv = 0;                  /* already queued */
-    if (rv != 0 && h->nreq < MAX_REQUESTS) {
-        apr_cpystrn(h->req[h->nreq++], what, sizeof(h->req[0]));
-        rv = 0;
-    }
-    pthread_mutex_unlock(&h->mu);
-    return rv;
-}
-
-int at_ap_shm_take(at_ap_shm *shm, char (*out)[256], int max)
-{
-    shm_header *h = shm->hdr;
-    int n = 0;
-
-    if (lock(h) != 0)
-        return 0;
-    while (h->nreq > 0 && n < max) {
-        memcpy(out[n++], h->req[0], sizeof(h->req[0]));
-        memmove(h->req[0], h->req[1], (h->nreq - 1) * sizeof(h->req[0]));
-        h->nreq--;
-    }
-    pthread_mutex_unlock(&h->mu);
-    return n;
-}
-
-void at_ap_shm_engine(at_ap_shm *shm, pid_t pid)
-{
-    if (lock(shm->hdr) != 0)
-        return;
-    shm->hdr->engine_pid = pid;
-    shm->hdr->engine_since = pid ? apr_time_now() : 0;
-    pthread_mutex_unlock(&shm->hdr->mu);
-}
-
-pid_t at_ap_shm_engine_pid(at_ap_shm *shm, apr_time_t *since)
-{
-    pid_t pid = 0;
-    if (lock(shm->hdr) != 0)
-        return 0;
-    pid = shm->hdr->engine_pid;
-    if (since)
-        *since = shm->hdr->engine_since;
-    pthread_mutex_unlock(&shm->hdr->mu);
-    return pid;
 }

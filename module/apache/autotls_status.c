@@ -51,8 +51,8 @@ static json_t *collect(request_rec *r)
 /* What only the server knows: which process renews, and the shared memory. */
 static void add_server_info(json_t *status)
 {
-    apr_time_t since = 0;
-    pid_t pid = at_ap_g->shm ? at_ap_shm_engine_pid(at_ap_g->shm, &since) : 0;
+    time_t since = 0;
+    long pid = at_renew_ctl_renewer(at_ap_g->ctl, &since);
     char when[AT_TIME_BUFSIZE];
     json_t *srv = json_object();
     at_live_stats ls;
@@ -62,7 +62,7 @@ static void add_server_info(json_t *status)
     json_object_set_new(srv, "software", json_string("apache"));
     json_object_set_new(srv, "renewal_pid", pid ? json_integer(pid) : json_null());
     json_object_set_new(srv, "renewal_since",
-                        pid ? json_string(at_time_format((time_t)apr_time_sec(since), when, sizeof(when)))
+                        pid ? json_string(at_time_format(since, when, sizeof(when)))
                             : json_null());
     if (at_ap_g->live) {
         json_t *shm = json_object();
@@ -162,7 +162,7 @@ static int renew_handler(request_rec *r)
         return HTTP_METHOD_NOT_ALLOWED;
     }
     ap_discard_request_body(r);
-    if (!at_ap_g || !at_ap_g->conf || !at_ap_g->shm)
+    if (!at_ap_g || !at_ap_g->conf || !at_ap_g->ctl)
         return send_json(r, HTTP_NOT_FOUND,
                          json_pack("{s:s}", "error", "AutoTLS manages no virtual host"));
     name = query_arg(r, "name");
@@ -178,7 +178,7 @@ static int renew_handler(request_rec *r)
         return send_json(r, HTTP_NOT_FOUND,
                          json_pack("{s:s,s:s}", "error", "no managed certificate has this name or id",
                                    "name", name));
-    if (at_ap_shm_request(at_ap_g->shm, at_conf_cert(at_ap_g->conf, name) ? name : lower) != 0)
+    if (at_renew_ctl_request(at_ap_g->ctl, at_conf_cert(at_ap_g->conf, name) ? name : lower) != 0)
         return send_json(r, HTTP_SERVICE_UNAVAILABLE,
                          json_pack("{s:s}", "error", "too many renew requests are waiting; try again shortly"));
     ap_log_rerror(APLOG_MARK, APLOG_NOTICE, 0, r, "AutoTLS: renewal of %s requested", name);
@@ -212,11 +212,11 @@ static void status_short(request_rec *r, const json_t *certs)
 static void status_html(request_rec *r, const json_t *certs)
 {
     size_t n = json_array_size(certs);
-    pid_t pid = at_ap_g->shm ? at_ap_shm_engine_pid(at_ap_g->shm, NULL) : 0;
+    long pid = at_renew_ctl_renewer(at_ap_g->ctl, NULL);
 
     ap_rputs("<hr />\n<h2>AutoTLS</h2>\n", r);
     if (pid)
-        ap_rprintf(r, "<p>Renewal runs in process %ld.</p>\n", (long)pid);
+        ap_rprintf(r, "<p>Renewal runs in process %ld.</p>\n", pid);
     else
         ap_rputs("<p>Renewal is not running yet.</p>\n", r);
     ap_rputs("<table border=\"1\"><tr><th>Certificate</th><th>Names</th><th>Key</th><th>State</th>"

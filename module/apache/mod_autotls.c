@@ -29,22 +29,29 @@ at_ap_gen *at_ap_g;
 
 /* ------------------------------------------------------------- logging */
 
+static int apache_level(at_log_level level)
+{
+    switch (level) {
+    case AT_LOG_ERROR:  return APLOG_ERR;
+    case AT_LOG_WARN:   return APLOG_WARNING;
+    case AT_LOG_NOTICE: return APLOG_NOTICE;
+    case AT_LOG_INFO:   return APLOG_INFO;
+    default:            return APLOG_DEBUG;
+    }
+}
+
 static void log_to_apache(void *ud, at_log_level level, const char *msg)
 {
-    server_rec *s = ud;
-    int lvl;
-
-    switch (level) {
-    case AT_LOG_ERROR:  lvl = APLOG_ERR; break;
-    case AT_LOG_WARN:   lvl = APLOG_WARNING; break;
-    case AT_LOG_NOTICE: lvl = APLOG_NOTICE; break;
-    case AT_LOG_INFO:   lvl = APLOG_INFO; break;
-    default:            lvl = APLOG_DEBUG; break;
-    }
     /* The log line's [autotls:...] tag already names us. */
     if (strncmp(msg, "autotls: ", 9) == 0)
         msg += 9;
-    ap_log_error(APLOG_MARK, lvl, 0, s, "%s", msg);
+    ap_log_error(APLOG_MARK, apache_level(level), 0, (server_rec *)ud, "%s", msg);
+}
+
+/* The module's own lines say "AutoTLS: " like the rest of the module's. */
+static void log_marked(void *ud, at_log_level level, const char *msg)
+{
+    ap_log_error(APLOG_MARK, apache_level(level), 0, (server_rec *)ud, "AutoTLS: %s", msg);
 }
 
 void at_ap_logger_init(at_logger *lg, server_rec *s)
@@ -57,6 +64,12 @@ void at_ap_logger_init(at_logger *lg, server_rec *s)
             : level >= APLOG_INFO ? AT_LOG_INFO
             : level >= APLOG_NOTICE ? AT_LOG_NOTICE
             : level >= APLOG_WARNING ? AT_LOG_WARN : AT_LOG_ERROR;
+}
+
+void at_ap_logger_init_marked(at_logger *lg, server_rec *s)
+{
+    at_ap_logger_init(lg, s);
+    lg->fn = log_marked;
 }
 
 /* ------------------------------------------------------- config phases */

@@ -6,7 +6,7 @@
  *   mod_autotls.c          module record, hook registration, config phases
  *   autotls_directives.c   the AutoTLS* directives and their inheritance
  *   autotls_sites.c        managed virtual hosts -> the core's at_conf
- *   autotls_shm.c          the shared region (live table + renew requests)
+ *   autotls_shm.c          the shared region (renewal control block + live table)
  *   autotls_tls.c          mod_ssl glue: placeholder, certificate callback,
  *                          TLS-ALPN-01, acme-tls/1 negotiation
  *   autotls_http.c         HTTP-01 answers and the 503 page
@@ -23,6 +23,7 @@
 
 #include "at_conf.h"
 #include "at_live.h"
+#include "at_renewer.h"
 #include "at_serve.h"
 #include "at_store.h"
 #include "at_log.h"
@@ -94,6 +95,7 @@ typedef struct at_ap_gen {
     const char  *store_dir;
     apr_array_header_t *sites;   /* at_ap_site * */
     at_ap_shm   *shm;            /* shared region, NULL until post_config */
+    at_renew_ctl *ctl;           /* in it: renew requests, who renews */
     at_live     *live;
     at_logger    logger;         /* to the main server's error log */
 } at_ap_gen;
@@ -119,13 +121,8 @@ int at_ap_is_managed_name(const at_ap_gen *g, const char *host);
  * site covers it, else its primary name. */
 const char *at_ap_site_name(const at_ap_site *site, const char *host);
 
-/* autotls_shm.c */
+/* autotls_shm.c: sets g->shm, g->ctl and g->live. */
 int  at_ap_shm_setup(at_ap_gen *g, size_t size, int exact);
-/* Renew requests from any worker to the renewal thread. */
-int  at_ap_shm_request(at_ap_shm *shm, const char *what);
-int  at_ap_shm_take(at_ap_shm *shm, char (*out)[256], int max);
-void at_ap_shm_engine(at_ap_shm *shm, pid_t pid);
-pid_t at_ap_shm_engine_pid(at_ap_shm *shm, apr_time_t *since);
 
 /* autotls_tls.c */
 void at_ap_tls_hooks(void);
@@ -143,7 +140,9 @@ void at_ap_renew_child_init(at_ap_gen *g, apr_pool_t *pchild);
 /* autotls_status.c */
 void at_ap_status_hooks(void);
 
-/* mod_autotls.c: a logger that writes to s's error log. */
+/* mod_autotls.c: loggers that write to s's error log: the core's lines as
+ * they are, the module's own (the renewer's) marked "AutoTLS: ". */
 void at_ap_logger_init(at_logger *lg, server_rec *s);
+void at_ap_logger_init_marked(at_logger *lg, server_rec *s);
 
 #endif

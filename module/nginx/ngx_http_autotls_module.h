@@ -7,7 +7,8 @@
  *                                  process start and exit
  *   ngx_http_autotls_directives.c  the autotls_* directives, create/merge
  *   ngx_http_autotls_sites.c       managed server blocks -> the core's at_conf
- *   ngx_http_autotls_zone.c        the shared zone (live table + requests)
+ *   ngx_http_autotls_zone.c        the shared zone (live table + renewal
+ *                                  control block)
  *   ngx_http_autotls_tls.c         placeholder, certificate / ClientHello /
  *                                  ALPN callbacks on the servers' SSL_CTXs
  *   ngx_http_autotls_http.c        post-read phase: HTTP-01 and the 503 page
@@ -24,6 +25,7 @@
 #include "at_conf.h"
 #include "at_live.h"
 #include "at_log.h"
+#include "at_renewer.h"
 #include "at_serve.h"
 
 extern ngx_module_t ngx_http_autotls_module;
@@ -122,12 +124,8 @@ void at_ngx_lower(char *out, size_t outsz, const u_char *in, size_t len);
 /* ngx_http_autotls_zone.c */
 ngx_int_t at_ngx_zone_add(ngx_conf_t *cf, at_ngx_main_conf_t *amcf);
 at_live *at_ngx_live(const at_ngx_main_conf_t *amcf);
-/* Renew requests from any worker to the renewal thread. */
-ngx_int_t at_ngx_zone_request(at_ngx_shared_t *sh, const char *what);
-ngx_uint_t at_ngx_zone_take(at_ngx_shared_t *sh, char (*out)[256], ngx_uint_t max);
-/* Which process renews (0: none). */
-void at_ngx_zone_set_engine(at_ngx_shared_t *sh, ngx_pid_t expect, ngx_pid_t pid);
-ngx_pid_t at_ngx_zone_engine(at_ngx_shared_t *sh, time_t *since);
+/* Renew requests and which process renews (NULL until the zone exists). */
+at_renew_ctl *at_ngx_ctl(const at_ngx_main_conf_t *amcf);
 
 /* ngx_http_autotls_tls.c */
 ngx_int_t at_ngx_placeholder(ngx_conf_t *cf, at_ngx_main_conf_t *amcf);

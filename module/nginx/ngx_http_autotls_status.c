@@ -52,7 +52,7 @@ static void add_server_info(json_t *status, at_ngx_main_conf_t *amcf)
     json_t *srv = json_object(), *zone;
     char when[AT_TIME_BUFSIZE];
     time_t since = 0;
-    ngx_pid_t pid = amcf->shared ? at_ngx_zone_engine(amcf->shared, &since) : 0;
+    long pid = at_renew_ctl_renewer(at_ngx_ctl(amcf), &since);
     at_live *live = at_ngx_live(amcf);
     at_live_stats ls;
 
@@ -132,7 +132,7 @@ static ngx_int_t renew_handler(ngx_http_request_t *r)
 
     if (!(r->method & NGX_HTTP_POST))
         return NGX_HTTP_NOT_ALLOWED;
-    if (amcf->conf == NULL || amcf->shared == NULL)
+    if (amcf->conf == NULL || at_ngx_ctl(amcf) == NULL)
         return send_json(r, NGX_HTTP_NOT_FOUND, json_pack("{s:s}", "error", "autotls manages no server"));
     if (ngx_http_arg(r, (u_char *)"name", 4, &arg) != NGX_OK || arg.len == 0 || arg.len >= sizeof(name))
         return send_json(r, NGX_HTTP_BAD_REQUEST, json_pack("{s:s}", "error",
@@ -151,7 +151,7 @@ static ngx_int_t renew_handler(ngx_http_request_t *r)
     else
         return send_json(r, NGX_HTTP_NOT_FOUND, json_pack("{s:s,s:s}", "error",
                          "no managed certificate has this name or id", "name", name));
-    if (at_ngx_zone_request(amcf->shared, what) != NGX_OK)
+    if (at_renew_ctl_request(at_ngx_ctl(amcf), what) != 0)
         return send_json(r, NGX_HTTP_SERVICE_UNAVAILABLE, json_pack("{s:s}", "error",
                          "too many renew requests are waiting; try again shortly"));
     ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0, "autotls: renewal of %s requested", what);

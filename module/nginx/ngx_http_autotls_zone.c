@@ -4,8 +4,9 @@
  * sees the same memory. nginx formats a zone as a slab pool; the module
  * takes two blocks of it:
  *
- *   a header: renew requests, which process renews (nginx's slab mutex,
- *             which the master releases if a worker dies holding it)
+ *   a header: where the other two are
+ *   the renewal control block (at_renewer.h): renew requests, which
+ *             process renews
  *   the live table: everything else, formatted by the core
  *
  * A reload with the same size reuses the zone as it is, so live
@@ -17,24 +18,22 @@
 #include <string.h>
 
 #define ZONE_MAGIC    0x61744e78u   /* "atNx" */
-#define ZONE_VERSION  1u
-#define MAX_REQUESTS  32
+#define ZONE_VERSION  2u
 
 typedef struct {
     uint32_t     magic;
     uint32_t     version;
+    u_char      *ctl_mem;
+    size_t       ctl_size;
     u_char      *live_mem;
     size_t       live_size;
-    ngx_pid_t    engine_pid;        /* the worker that renews, 0 if none */
-    time_t       engine_since;
-    ngx_uint_t   nreq;
-    char         req[MAX_REQUESTS][256];
 } zone_header;
 
 /* This cycle's view of the zone (process memory, inherited by workers). */
 struct at_ngx_shared_s {
     ngx_slab_pool_t  *shpool;
     zone_header      *hdr;
+    at_renew_ctl     *ctl;
     at_live          *live;
 };
 
@@ -53,6 +52,12 @@ static ngx_int_t attach(ngx_shm_zone_t *zone, at_ngx_shared_t *sh, zone_header *
     at_error err = AT_ERROR_INIT;
 
     sh->hdr = hdr;
+    sh->ctl = at_renew_ctl_attach(hdr->ctl_mem, hdr->ctl_size);
+    if (sh->ctl == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, zone->shm.log, 0, "autotls: the renewal control block in the "
+                      "shared zone \"%V\" is damaged", &zone->shm.name);
+        return NGX_ERROR;
+    }
     sh->live = at_live_attach(hdr->live_mem, hdr->live_size, &err);
     if (sh->live == NULL) {
         ngx_log_error(NGX_LOG_EMERG, zone->shm.log, 0, "autotls: attaching the live table in the "
@@ -80,6 +85,16 @@ static ngx_int_t zone_init(ngx_shm_zone_t *zone, void *data)
     hdr = ngx_slab_calloc(shpool, sizeof(*hdr));
     if (hdr == NULL)
         goto nomem;
+    hdr->ctl_size = at_renew_ctl_size();
+    hdr->ctl_mem = ngx_slab_alloc(shpool, hdr->ctl_size);
+    if (hdr->ctl_mem == NULL)
+        goto nomem;
+    if (at_renew_ctl_format(hdr->ctl_mem, hdr->ctl_size, &err) == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, zone->shm.log, 0, "autotls: preparing the shared zone \"%V\" "
+                      "failed: %s", &zone->shm.name, err.msg);
+        at_error_clear(&err);
+        return NGX_ERROR;
+    }
     /* The rest of the zone, as one run of whole pages. */
     ngx_shmtx_lock(&shpool->mutex);
     pages = shpool->pfree;
@@ -151,63 +166,7 @@ at_live *at_ngx_live(const at_ngx_main_conf_t *amcf)
     return amcf && amcf->shared ? amcf->shared->live : NULL;
 }
 
-ngx_int_t at_ngx_zone_request(at_ngx_shared_t *sh, const char *what)
+at_renew_ctl *at_ngx_ctl(const at_ngx_main_conf_t *amcf)
 {
-    zone_header *h = sh->hdr;
-    ngx_int_t rv = NGX_ERROR;
-
-    if (h == NULL || strlen(what) >= sizeof(h->req[0]))
-        return NGX_ERROR;
-    ngx_shmtx_lock(&sh->shpool->mutex);
-    for (ngx_uint_t i = 0; i < h->nreq; i++)
-        if (strcmp(h->req[i], what) == 0)
-            rv = NGX_OK;                       /* already queued */
-    if (rv != NGX_OK && h->nreq < MAX_REQUESTS) {
-        ngx_cpystrn((u_char *)h->req[h->nreq++], (u_char *)what, sizeof(h->req[0]));
-        rv = NGX_OK;
-    }
-    ngx_shmtx_unlock(&sh->shpool->mutex);
-    return rv;
-}
-
-ngx_uint_t at_ngx_zone_take(at_ngx_shared_t *sh, char (*out)[256], ngx_uint_t max)
-{
-    zone_header *h = sh->hdr;
-    ngx_uint_t n = 0;
-
-    if (h == NULL)
-        return 0;
-    ngx_shmtx_lock(&sh->shpool->mutex);
-    while (h->nreq > 0 && n < max) {
-        ngx_memcpy(out[n++], h->req[0], sizeof(h->req[0]));
-        ngx_memmove(h->req[0], h->req[1], (h->nreq - 1) * sizeof(h->req[0]));
-        h->nreq--;
-    }
-    ngx_shmtx_unlock(&sh->shpool->mutex);
-    return n;
-}
-
-void at_ngx_zone_set_engine(at_ngx_shared_t *sh, ngx_pid_t expect, ngx_pid_t pid)
-{
-    if (sh->hdr == NULL)
-        return;
-    ngx_shmtx_lock(&sh->shpool->mutex);
-    if (expect == (ngx_pid_t)-1 || sh->hdr->engine_pid == expect) {
-        sh->hdr->engine_pid = pid;
-        sh->hdr->engine_since = pid ? ngx_time() : 0;
-    }
-    ngx_shmtx_unlock(&sh->shpool->mutex);
-}
-
-ngx_pid_t at_ngx_zone_engine(at_ngx_shared_t *sh, time_t *since)
-{
-    ngx_pid_t pid;
-    if (sh->hdr == NULL)
-        return 0;
-    ngx_shmtx_lock(&sh->shpool->mutex);
-    pid = sh->hdr->engine_pid;
-    if (since)
-        *since = sh->hdr->engine_since;
-    ngx_shmtx_unlock(&sh->shpool->mutex);
-    return pid;
+    return amcf && amcf->shared ? amcf->shared->ctl : NULL;
 }
