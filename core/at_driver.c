@@ -482,15 +482,24 @@ static void error_timeout(at_xfer *x, at_error *err)
 {
     at_driver *d = x->d;
     curl_off_t connect_us = 0, appconnect_us = 0, total_us = 0;
+    long connects = -1, header_bytes = 0;
     int https = strncasecmp(x->req.url, "https:", 6) == 0;
 
     curl_easy_getinfo(x->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
     curl_easy_getinfo(x->easy, CURLINFO_APPCONNECT_TIME_T, &appconnect_us);
     curl_easy_getinfo(x->easy, CURLINFO_TOTAL_TIME_T, &total_us);
-    if (connect_us == 0 || (https && appconnect_us == 0 && !d->proxy))
+    curl_easy_getinfo(x->easy, CURLINFO_NUM_CONNECTS, &connects);
+    curl_easy_getinfo(x->easy, CURLINFO_HEADER_SIZE, &header_bytes);
+    /* A transfer on a reused connection made no connection of its own and
+     * reports no connect times: it was connected all along. */
+    if (connects != 0 && (connect_us == 0 || (https && appconnect_us == 0 && !d->proxy)))
         at_error_set(err, AT_ERR_TIMEOUT, "connecting to %s timed out after %ld ms (connect timeout "
                      "%ld ms): the server is unreachable or too slow", x->req.url,
                      (long)(total_us / 1000), d->connect_timeout_ms);
+    else if (header_bytes > 0)
+        at_error_set(err, AT_ERR_TIMEOUT, "request to %s timed out after %ld ms (request timeout "
+                     "%ld ms): the server started answering but the answer did not arrive in time",
+                     x->req.url, (long)(total_us / 1000), d->request_timeout_ms);
     else
         at_error_set(err, AT_ERR_TIMEOUT, "request to %s timed out after %ld ms (request timeout "
                      "%ld ms): the server accepted the connection but did not answer in time",

@@ -272,6 +272,11 @@ static void route(conn *c, req *r)
             respond(c, r, 200, NULL, "slow done", 9);
     } else if (strcmp(path, "/stall") == 0) {
         wait_hangup(c);
+    } else if (strcmp(path, "/stallbody") == 0) {
+        /* Headers and a few bytes of a longer body, then nothing. */
+        const char *part = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{\"sta";
+        if (conn_write(c, part, strlen(part)) == 0)
+            wait_hangup(c);
     } else if (strncmp(path, "/huge/", 6) == 0) {
         send_huge(c, (size_t)atol(path + 6), 1);
     } else if (strncmp(path, "/hugenolen/", 11) == 0) {
@@ -733,6 +738,27 @@ static void t_request_timeout(void)
     AT_CHECK_CONTAINS(r.err.msg, url);
     AT_CHECK_CONTAINS(r.err.msg, "timed out after");
     AT_CHECK_CONTAINS(r.err.msg, "request timeout 300 ms");
+    result_free(&r);
+    srv_stop(&s);
+}
+
+/* A server that starts answering and stops is not "unreachable". */
+static void t_request_timeout_mid_answer(void)
+{
+    srv s;
+    char url[256];
+    at_driver_opts o;
+    result r;
+    AT_CHECK(srv_start(&s, NULL, SRV_HTTP) == 0);
+    url_of(&s, "/stallbody", url, sizeof(url));
+    memset(&o, 0, sizeof(o));
+    o.request_timeout_ms = 300;
+    fetch(&o, AT_HTTP_GET, url, &r);
+    AT_CHECK_INT(r.err.code, AT_ERR_TIMEOUT);
+    AT_CHECK_CONTAINS(r.err.msg, url);
+    AT_CHECK_CONTAINS(r.err.msg, "request timeout 300 ms");
+    AT_CHECK_CONTAINS(r.err.msg, "started answering");
+    AT_CHECK(strstr(r.err.msg, "connecting") == NULL);
     result_free(&r);
     srv_stop(&s);
 }
@@ -1208,6 +1234,7 @@ static const at_test_case cases[] = {
     AT_CASE(t_post_and_head),
     AT_CASE(t_connection_refused),
     AT_CASE(t_request_timeout),
+    AT_CASE(t_request_timeout_mid_answer),
     AT_CASE(t_connect_timeout),
     AT_CASE(t_size_limit),
     AT_CASE(t_concurrency_bound),
