@@ -39,6 +39,7 @@
 #include "at_error.h"
 #include "at_buf.h"
 #include "at_conf.h"
+#include "at_live.h"
 #include "at_store.h"
 
 /* A new reference, or NULL (with err) only when conf or st is missing or
@@ -54,5 +55,24 @@ int at_status_render_prometheus(const json_t *status, at_buf *out);
  * string. Renderers append to out; -1 when out cannot grow (out->max). */
 int at_status_render_query(const json_t *status, const char *query, at_buf *out,
                            const char **content_type);
+
+/* at_status_collect over the directory store at store_dir (opened and closed
+ * here). On failure err says "reading the status from DIR failed: ...". */
+json_t *at_status_read(const at_conf *conf, const char *store_dir, time_t now, at_error *err);
+
+/* What only the host server knows, added as "server":
+ *   {"software":..,"version":..|null,"renewal_pid":n|null,"renewal_since":RFC3339|null,
+ *    "shared_memory":{"size","used","certificates","pending_http01",
+ *                     "pending_tlsalpn01","generation"}}   (when live is set) */
+typedef struct at_status_server {
+    const char *software;       /* "apache", "nginx" */
+    const char *version;        /* the server's version, or NULL */
+    long        renewal_pid;    /* the process that renews, 0: none */
+    time_t      renewal_since;
+    at_live    *live;           /* the shared region's table, or NULL */
+} at_status_server;
+
+/* Sets status["server"]; 0, or -1 when memory runs out. */
+int at_status_set_server(json_t *status, const at_status_server *srv);
 
 #endif

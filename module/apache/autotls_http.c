@@ -19,71 +19,66 @@
 #include <http_protocol.h>
 #include <http_request.h>
 #include <http_ssl.h>
-#include <apr_strings.h>
+
+#include "at_reply.h"
 
 APLOG_USE_MODULE(autotls);
 
-#define RETRY_AFTER "10"
-
-static int respond(request_rec *r, int status, const char *ctype, const char *body)
+/* Send a reply the core made. The caller returns DONE (a request answered
+ * before any handler) or OK (a handler). */
+void at_ap_send(request_rec *r, const at_reply *rp)
 {
-    apr_size_t len = strlen(body);
-
-    r->status = status;
-    ap_set_content_type(r, ctype);
-    ap_set_content_length(r, len);
+    r->status = rp->status;
+    ap_set_content_type(r, rp->content_type);
+    ap_set_content_length(r, rp->body.len);
     apr_table_setn(r->headers_out, "Cache-Control", "no-store");
-    if (!r->header_only)
-        ap_rwrite(body, (int)len, r);
-    return DONE;
+    if (rp->header)
+        apr_table_setn(r->headers_out, rp->header, rp->header_value);
+    if (!r->header_only && rp->body.len)
+        ap_rwrite(at_buf_str(&rp->body), (int)rp->body.len, r);
 }
 
 static int http01(request_rec *r, const char *path)
 {
-    char keyauth[1024];
-    at_http01_result res;
+    at_reply rp = AT_REPLY_INIT;
     const at_ap_srv *sc = at_ap_srv_of(r->server);
+    int rv = DONE;
 
     /* Only names (or vhosts) we manage: others may have their own files. */
     if (!at_ap_is_managed_name(at_ap_g, r->hostname) && !sc->site)
         return DECLINED;
-    res = at_serve_http01(at_ap_g->live, path, strlen(path), keyauth, sizeof(keyauth));
-    switch (res) {
+    switch (at_reply_http01(&rp, at_ap_g->live, path, strlen(path), r->method_number == M_GET)) {
     case AT_HTTP01_ANSWER:
-        if (r->method_number != M_GET) {
-            apr_table_setn(r->headers_out, "Allow", "GET, HEAD");
-            return respond(r, HTTP_METHOD_NOT_ALLOWED, "text/plain", "Use GET.\n");
-        }
-        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "AutoTLS: answering the http-01 challenge for %s",
-                      r->hostname ? r->hostname : r->server->server_hostname);
-        return respond(r, HTTP_OK, "text/plain", keyauth);
+        if (rp.status == HTTP_OK)
+            ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "AutoTLS: answering the http-01 challenge for %s",
+                          r->hostname ? r->hostname : r->server->server_hostname);
+        at_ap_send(r, &rp);
+        break;
     case AT_HTTP01_NOTFOUND:
         ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "AutoTLS: no pending http-01 challenge for %s", path);
-        return respond(r, HTTP_NOT_FOUND, "text/plain", "No such ACME challenge.\n");
+        at_ap_send(r, &rp);
+        break;
     case AT_HTTP01_PASS:
     default:
-        return DECLINED;
+        rv = DECLINED;
+        break;
     }
+    at_reply_free(&rp);
+    return rv;
 }
 
 static int not_yet(request_rec *r, const at_ap_site *site)
 {
     const char *name = at_ap_site_name(site, r->hostname);
-    const char *esc = ap_escape_html2(r->pool, name, 0);
     at_serve *sv = at_ap_serve();
+    at_reply rp = AT_REPLY_INIT;
 
     if (!sv || at_serve_has_cert(sv, name))
         return DECLINED;
-    apr_table_setn(r->headers_out, "Retry-After", RETRY_AFTER);
-    return respond(r, HTTP_SERVICE_UNAVAILABLE, "text/html; charset=utf-8",
-                   apr_pstrcat(r->pool,
-                               "<!DOCTYPE html>\n<html><head><title>Certificate being obtained</title></head>\n"
-                               "<body><h1>Certificate being obtained</h1>\n"
-                               "<p>The HTTPS certificate for <b>", esc, "</b> is being obtained from the "
-                               "certificate authority right now. This site will be available in a "
-                               "moment; please try again shortly.</p>\n"
-                               "<p>The certificate you were shown for this request is a temporary "
-                               "placeholder.</p>\n</body></html>\n", NULL));
+    at_reply_waiting(&rp, name);
+    at_ap_send(r, &rp);
+    at_reply_free(&rp);
+    return DONE;
 }
 
 static int post_read_request(request_rec *r)

@@ -22,7 +22,6 @@
 #include <mod_status.h>
 
 #include "at_status.h"
-#include "at_time.h"
 
 APLOG_USE_MODULE(autotls);
 
@@ -33,56 +32,20 @@ APLOG_USE_MODULE(autotls);
 static json_t *collect(request_rec *r)
 {
     at_error err = AT_ERROR_INIT;
-    at_store *st = at_store_open_dir(at_ap_g->store_dir, &err);
-    json_t *status = NULL;
+    json_t *status = at_status_read(at_ap_g->conf, at_ap_g->store_dir, time(NULL), &err);
 
-    if (st) {
-        status = at_status_collect(at_ap_g->conf, st, time(NULL), &err);
-        at_store_close(st);
-    }
     if (!status) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "AutoTLS: reading the status from %s failed: %s",
-                      at_ap_g->store_dir, err.msg);
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "AutoTLS: %s", err.msg);
         at_error_clear(&err);
     }
     return status;
 }
 
-/* What only the server knows: which process renews, and the shared memory. */
-static void add_server_info(json_t *status)
-{
-    time_t since = 0;
-    long pid = at_renew_ctl_renewer(at_ap_g->ctl, &since);
-    char when[AT_TIME_BUFSIZE];
-    json_t *srv = json_object();
-    at_live_stats ls;
-
-    if (!srv)
-        return;
-    json_object_set_new(srv, "software", json_string("apache"));
-    json_object_set_new(srv, "renewal_pid", pid ? json_integer(pid) : json_null());
-    json_object_set_new(srv, "renewal_since",
-                        pid ? json_string(at_time_format(since, when, sizeof(when)))
-                            : json_null());
-    if (at_ap_g->live) {
-        json_t *shm = json_object();
-        at_live_get_stats(at_ap_g->live, &ls);
-        json_object_set_new(shm, "size", json_integer((json_int_t)ls.size));
-        json_object_set_new(shm, "used", json_integer((json_int_t)ls.used));
-        json_object_set_new(shm, "certificates", json_integer((json_int_t)ls.certs));
-        json_object_set_new(shm, "pending_http01", json_integer((json_int_t)ls.http01));
-        json_object_set_new(shm, "pending_tlsalpn01", json_integer((json_int_t)ls.alpn01));
-        json_object_set_new(shm, "generation", json_integer((json_int_t)ls.generation));
-        json_object_set_new(srv, "shared_memory", shm);
-    }
-    json_object_set_new(status, "server", srv);
-}
-
 static int status_handler(request_rec *r)
 {
-    at_buf out = AT_BUF_INIT;
-    const char *ctype = "text/html";
-    json_t *status;
+    at_reply rp = AT_REPLY_INIT;
+    at_error err = AT_ERROR_INIT;
+    at_status_server srv = { "apache", AP_SERVER_BASEREVISION, 0, 0, NULL };
 
     if (!r->handler || strcmp(r->handler, STATUS_HANDLER) != 0)
         return DECLINED;
@@ -91,69 +54,27 @@ static int status_handler(request_rec *r)
         return HTTP_METHOD_NOT_ALLOWED;
     }
     if (!at_ap_g || !at_ap_g->conf) {
-        ap_set_content_type(r, "text/plain");
-        ap_rputs("AutoTLS manages no virtual host (no AutoTLS on in any <VirtualHost>).\n", r);
-        return OK;
-    }
-    status = collect(r);
-    if (!status)
-        return HTTP_INTERNAL_SERVER_ERROR;
-    add_server_info(status);
-    if (at_status_render_query(status, r->args, &out, &ctype) != 0) {
-        json_decref(status);
-        at_buf_free(&out);
-        return HTTP_INTERNAL_SERVER_ERROR;
-    }
-    json_decref(status);
-    ap_set_content_type(r, ctype);
-    apr_table_setn(r->headers_out, "Cache-Control", "no-store");
-    ap_set_content_length(r, out.len);
-    if (!r->header_only)
-        ap_rwrite(at_buf_str(&out), (int)out.len, r);
-    at_buf_free(&out);
-    return OK;
-}
-
-static int send_json(request_rec *r, int status, json_t *j)
-{
-    char *text = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
-    r->status = status;
-    ap_set_content_type(r, "application/json");
-    apr_table_setn(r->headers_out, "Cache-Control", "no-store");
-    if (text) {
-        ap_rputs(text, r);
-        ap_rputs("\n", r);
-        free(text);
-    }
-    return OK;
-}
-
-static const char *query_arg(request_rec *r, const char *key)
-{
-    size_t klen = strlen(key);
-    char *args = r->args ? apr_pstrdup(r->pool, r->args) : NULL;
-    char *tok, *save = NULL;
-
-    for (tok = args ? apr_strtok(args, "&", &save) : NULL; tok; tok = apr_strtok(NULL, "&", &save)) {
-        if (strncmp(tok, key, klen) == 0 && tok[klen] == '=') {
-            char *v = tok + klen + 1;
-            for (char *p = v; *p; p++)
-                if (*p == '+')
-                    *p = ' ';
-            if (ap_unescape_url(v) != OK)
-                return NULL;
-            return v;
+        at_reply_text(&rp, HTTP_OK, "text/plain",
+                      "AutoTLS manages no virtual host (no AutoTLS on in any <VirtualHost>).\n");
+    } else {
+        /* What only the server knows: which process renews, and the shared memory. */
+        srv.renewal_pid = at_renew_ctl_renewer(at_ap_g->ctl, &srv.renewal_since);
+        srv.live = at_ap_g->live;
+        if (at_reply_status(&rp, at_ap_g->conf, at_ap_g->store_dir, &srv, r->args, &err) != 0) {
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "AutoTLS: %s", err.msg);
+            at_error_clear(&err);
+            return HTTP_INTERNAL_SERVER_ERROR;
         }
     }
-    return NULL;
+    at_ap_send(r, &rp);
+    at_reply_free(&rp);
+    return OK;
 }
 
 static int renew_handler(request_rec *r)
 {
-    const char *name;
-    char lower[256];
-    size_t i;
+    at_reply rp = AT_REPLY_INIT;
+    char what[AT_RENEW_REQ_MAX];
 
     if (!r->handler || strcmp(r->handler, RENEW_HANDLER) != 0)
         return DECLINED;
@@ -163,26 +84,12 @@ static int renew_handler(request_rec *r)
     }
     ap_discard_request_body(r);
     if (!at_ap_g || !at_ap_g->conf || !at_ap_g->ctl)
-        return send_json(r, HTTP_NOT_FOUND,
-                         json_pack("{s:s}", "error", "AutoTLS manages no virtual host"));
-    name = query_arg(r, "name");
-    if (!name || !*name)
-        return send_json(r, HTTP_BAD_REQUEST,
-                         json_pack("{s:s}", "error",
-                                   "say what to renew: ?name=NAME (a managed name or certificate id) or ?name=all"));
-    for (i = 0; name[i] && i + 1 < sizeof(lower); i++)
-        lower[i] = (char)((name[i] >= 'A' && name[i] <= 'Z') ? name[i] + 32 : name[i]);
-    lower[i] = '\0';
-    if (strcmp(lower, "all") != 0 && !at_conf_cert(at_ap_g->conf, name) &&
-        !at_ap_is_managed_name(at_ap_g, lower))
-        return send_json(r, HTTP_NOT_FOUND,
-                         json_pack("{s:s,s:s}", "error", "no managed certificate has this name or id",
-                                   "name", name));
-    if (at_renew_ctl_request(at_ap_g->ctl, at_conf_cert(at_ap_g->conf, name) ? name : lower) != 0)
-        return send_json(r, HTTP_SERVICE_UNAVAILABLE,
-                         json_pack("{s:s}", "error", "too many renew requests are waiting; try again shortly"));
-    ap_log_rerror(APLOG_MARK, APLOG_NOTICE, 0, r, "AutoTLS: renewal of %s requested", name);
-    return send_json(r, HTTP_ACCEPTED, json_pack("{s:s,s:s}", "renew", name, "status", "queued"));
+        at_reply_error(&rp, HTTP_NOT_FOUND, "AutoTLS manages no virtual host");
+    else if (at_reply_renew(&rp, at_ap_g->conf, at_ap_g->ctl, r->args, what, sizeof(what)) == 0 && what[0])
+        ap_log_rerror(APLOG_MARK, APLOG_NOTICE, 0, r, "AutoTLS: renewal of %s requested", what);
+    at_ap_send(r, &rp);
+    at_reply_free(&rp);
+    return OK;
 }
 
 /* ------------------------------------------------------------ mod_status */

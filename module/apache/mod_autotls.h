@@ -24,6 +24,7 @@
 #include "at_conf.h"
 #include "at_live.h"
 #include "at_renewer.h"
+#include "at_reply.h"
 #include "at_serve.h"
 #include "at_store.h"
 #include "at_log.h"
@@ -132,6 +133,8 @@ at_serve *at_ap_serve(void);
 
 /* autotls_http.c */
 void at_ap_http_hooks(void);
+/* Send a reply the core made (status, type, no-store, its header, body). */
+void at_ap_send(request_rec *r, const at_reply *rp);
 
 /* autotls_renew.c */
 int  at_ap_renew_post_config(at_ap_gen *g, apr_pool_t *pconf);

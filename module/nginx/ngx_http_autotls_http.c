@@ -17,9 +17,6 @@
 
 #include <string.h>
 
-#define RETRY_AFTER "10"
-#define NOT_FOUND_BODY "No such ACME challenge.\n"
-
 static ngx_int_t add_header(ngx_http_request_t *r, const char *key, const char *value)
 {
     ngx_table_elt_t *h = ngx_list_push(&r->headers_out.headers);
@@ -68,6 +65,15 @@ ngx_int_t at_ngx_send(ngx_http_request_t *r, ngx_uint_t status, const char *ctyp
     return ngx_http_output_filter(r, &out);
 }
 
+/* A reply the core made (at_reply.h). */
+ngx_int_t at_ngx_reply(ngx_http_request_t *r, const at_reply *rp)
+{
+    if (rp->header && add_header(r, rp->header, rp->header_value) != NGX_OK)
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    return at_ngx_send(r, (ngx_uint_t)rp->status, rp->content_type,
+                       (const u_char *)at_buf_str(&rp->body), rp->body.len);
+}
+
 /* In the post-read phase a handler's NGX_OK means "go on with the next
  * phase", so a request answered here is finalized here. */
 static ngx_int_t answered(ngx_http_request_t *r, ngx_int_t rc)
@@ -79,61 +85,43 @@ static ngx_int_t answered(ngx_http_request_t *r, ngx_int_t rc)
 static ngx_int_t http01(ngx_http_request_t *r, const u_char *path, size_t len, const char *host)
 {
     at_ngx_main_conf_t *amcf = ngx_http_get_module_main_conf(r, ngx_http_autotls_module);
-    char keyauth[512];
-    at_http01_result res;
+    at_reply rp = AT_REPLY_INIT;
+    ngx_int_t rc = NGX_DECLINED;
 
-    res = at_serve_http01(at_ngx_live(amcf), (const char *)path, len, keyauth, sizeof(keyauth));
-    switch (res) {
+    switch (at_reply_http01(&rp, at_ngx_live(amcf), (const char *)path, len,
+                            (r->method & (NGX_HTTP_GET | NGX_HTTP_HEAD)) != 0)) {
     case AT_HTTP01_ANSWER:
-        if (!(r->method & (NGX_HTTP_GET | NGX_HTTP_HEAD))) {
-            if (add_header(r, "Allow", "GET, HEAD") != NGX_OK)
-                return answered(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-            return answered(r, at_ngx_send(r, NGX_HTTP_NOT_ALLOWED, "text/plain",
-                                           (const u_char *)"Use GET.\n", sizeof("Use GET.\n") - 1));
-        }
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "autotls: answering the http-01 challenge for %s", host[0] ? host : "(no host)");
-        return answered(r, at_ngx_send(r, NGX_HTTP_OK, "text/plain", (const u_char *)keyauth,
-                                       strlen(keyauth)));
+        if (rp.status == NGX_HTTP_OK)
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "autotls: answering the http-01 challenge for %s", host[0] ? host : "(no host)");
+        rc = answered(r, at_ngx_reply(r, &rp));
+        break;
     case AT_HTTP01_NOTFOUND:
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "autotls: no pending http-01 challenge for \"%s\"", host);
-        return answered(r, at_ngx_send(r, NGX_HTTP_NOT_FOUND, "text/plain",
-                                       (const u_char *)NOT_FOUND_BODY, sizeof(NOT_FOUND_BODY) - 1));
+        rc = answered(r, at_ngx_reply(r, &rp));
+        break;
     case AT_HTTP01_PASS:
     default:
-        return NGX_DECLINED;
+        break;
     }
+    at_reply_free(&rp);
+    return rc;
 }
 
 static ngx_int_t not_yet(ngx_http_request_t *r, const at_ngx_site_t *site, const char *host)
 {
-    static const char head[] =
-        "<!DOCTYPE html>\n<html><head><title>Certificate being obtained</title></head>\n"
-        "<body><h1>Certificate being obtained</h1>\n<p>The HTTPS certificate for <b>";
-    static const char tail[] =
-        "</b> is being obtained from the certificate authority right now. This site will be "
-        "available in a moment; please try again shortly.</p>\n"
-        "<p>The certificate you were shown for this request is a temporary placeholder.</p>\n"
-        "</body></html>\n";
     const char *name = at_ngx_site_name(site, host);
     at_serve *sv = at_ngx_serve();
-    size_t nlen = strlen(name), elen;
-    u_char *body, *p;
+    at_reply rp = AT_REPLY_INIT;
+    ngx_int_t rc;
 
     if (sv == NULL || at_serve_has_cert(sv, name))
         return NGX_DECLINED;
-    elen = nlen + ngx_escape_html(NULL, (u_char *)name, nlen);
-    body = ngx_pnalloc(r->pool, sizeof(head) - 1 + elen + sizeof(tail) - 1);
-    if (body == NULL)
-        return answered(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-    p = ngx_cpymem(body, head, sizeof(head) - 1);
-    p = (u_char *)ngx_escape_html(p, (u_char *)name, nlen);
-    p = ngx_cpymem(p, tail, sizeof(tail) - 1);
-    if (add_header(r, "Retry-After", RETRY_AFTER) != NGX_OK)
-        return answered(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-    return answered(r, at_ngx_send(r, NGX_HTTP_SERVICE_UNAVAILABLE, "text/html; charset=utf-8",
-                                   body, (size_t)(p - body)));
+    at_reply_waiting(&rp, name);
+    rc = answered(r, at_ngx_reply(r, &rp));
+    at_reply_free(&rp);
+    return rc;
 }
 
 static ngx_int_t post_read(ngx_http_request_t *r)

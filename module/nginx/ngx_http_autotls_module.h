@@ -26,6 +26,7 @@
 #include "at_live.h"
 #include "at_log.h"
 #include "at_renewer.h"
+#include "at_reply.h"
 #include "at_serve.h"
 
 extern ngx_module_t ngx_http_autotls_module;
@@ -138,6 +139,8 @@ at_serve *at_ngx_serve(void);
 ngx_int_t at_ngx_http_postconfiguration(ngx_conf_t *cf);
 ngx_int_t at_ngx_send(ngx_http_request_t *r, ngx_uint_t status, const char *ctype,
                       const u_char *body, size_t len);
+/* A reply the core made (status, type, no-store, its header, body). */
+ngx_int_t at_ngx_reply(ngx_http_request_t *r, const at_reply *rp);
 
 /* ngx_http_autotls_renew.c */
 void at_ngx_logger_direct(at_logger *lg, ngx_log_t *log);
