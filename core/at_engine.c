@@ -776,7 +776,17 @@ static time_t engine_turn(at_engine *e, time_t now, int start_new)
         at_cert_rt *rt = &e->certs[i];
         if (rt->running)
             continue;
-        if (rt->dirty || rt->plan.due <= now)
+        /* Re-plan what changed, or whose planned moment has come since it
+         * was planned; not, on every turn, each certificate that is due and
+         * only waits for a free order slot (with 1,000 of them that cost a
+         * store read per certificate per turn). */
+        if (rt->dirty || (rt->plan.due <= now && rt->planned_at < rt->plan.due))
+            at_engine_cert_replan(e, i, now);
+        /* A fresh look at the store before ordering: another process may
+         * have renewed it while it waited for a slot. */
+        if (start_new && rt->plan.reason != AT_PLAN_NONE && rt->plan.due <= now &&
+            e->orders_running < (e->conf->concurrency > 0 ? e->conf->concurrency : 8) &&
+            rt->planned_at < now)
             at_engine_cert_replan(e, i, now);
         if (start_new && rt->plan.reason != AT_PLAN_NONE && rt->plan.due <= now &&
             e->orders_running < (e->conf->concurrency > 0 ? e->conf->concurrency : 8)) {

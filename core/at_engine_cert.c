@@ -140,6 +140,7 @@ void at_engine_cert_replan(at_engine *e, size_t i, time_t now)
     rt->have_cert = in.have_cert && !in.revoked;
     rt->ari_next = rt->have_cert ? (jtime(ari, "next_check") ? jtime(ari, "next_check") : now) : 0;
     rt->dirty = 0;
+    rt->planned_at = now;
 
     /* Keep the status page's "next attempt" truthful. */
     if (rt->plan.reason != AT_PLAN_NONE && rt->plan.due > now &&

@@ -111,6 +111,7 @@ struct at_ca_rt {
 typedef struct at_cert_rt {
     at_plan   plan;
     int       dirty;         /* re-read the store and re-plan */
+    time_t    planned_at;    /* when the plan was last made */
     int       running;       /* an order task exists */
     int       ari_running;
     time_t    ari_next;      /* when to ask renewalInfo again (0 = unknown) */

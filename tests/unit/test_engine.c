@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "at_engine.h"
+#include "at_store_int.h"
 #include "at_json.h"
 #include "at_time.h"
 #include "at_x509.h"
@@ -453,6 +454,54 @@ static void t_concurrent_sites(void)
     fix_stop(&f);
 }
 
+/* Store reads of one certificate, through a wrapper around the backend. */
+static const at_store_ops *real_ops;
+static const char *counted_id;
+static int counted_reads;
+
+static int counting_set_read(at_store *st, at_set_kind kind, const char *id, const at_store_file *files,
+                             size_t n, at_buf *out, char version[AT_STORE_VERSION_MAX],
+                             char where[AT_STORE_WHERE_MAX], at_error *err)
+{
+    if (kind == AT_SET_CERT && counted_id && strcmp(id, counted_id) == 0)
+        counted_reads++;
+    return real_ops->set_read(st, kind, id, files, n, out, version, where, err);
+}
+
+static void t_waiting_certs_not_replanned_every_turn(void)
+{
+    fix f;
+    at_error err = AT_ERROR_INIT;
+    char namebuf[10][64];
+    at_store_ops ops;
+    fix_start(&f);
+    f.conf->concurrency = 1;
+    for (int i = 0; i < 10; i++) {
+        const char *n[1];
+        snprintf(namebuf[i], sizeof(namebuf[i]), "queue%d.example.net", i);
+        n[0] = namebuf[i];
+        add_site(&f, namebuf[i], n, 1, HTTP01, 1, NULL, 0, NULL);
+    }
+    real_ops = f.store->ops;
+    ops = *real_ops;
+    ops.set_read = counting_set_read;
+    f.store->ops = &ops;
+    counted_id = f.conf->certs[9].id;
+    counted_reads = 0;
+    at_engine *e = engine(&f);
+    AT_CHECK_OK(at_engine_run_once(e, 120, &err), &err);
+    for (int i = 0; i < 10; i++)
+        AT_CHECK_MSG(live_has(&f, namebuf[i], AT_KEY_EC, NULL), "%s not live", namebuf[i]);
+    /* The last one waited through nine orders (dozens of engine turns) for
+     * the one order slot; it was read when planned, before its own order and
+     * after it, not on every turn. */
+    AT_CHECK_MSG(counted_reads <= 10, "certificate read %d times while waiting", counted_reads);
+    at_engine_free(e);
+    f.store->ops = real_ops;
+    counted_id = NULL;
+    fix_stop(&f);
+}
+
 static void t_failure_backoff_and_problem(void)
 {
     fix f;
@@ -773,6 +822,7 @@ static const at_test_case cases[] = {
     AT_CASE(t_issue_http01),
     AT_CASE(t_issue_alpn_and_dual_keys),
     AT_CASE(t_concurrent_sites),
+    AT_CASE(t_waiting_certs_not_replanned_every_turn),
     AT_CASE(t_failure_backoff_and_problem),
     AT_CASE(t_ca_unreachable),
     AT_CASE(t_resume_after_interruption),
