@@ -219,7 +219,7 @@ class Dns01Hook:
         self.path.write_text(
             "#!/bin/sh\n"
             f"exec {sys.executable} {HERE / 'dns01_hook.py'} "
-            f"--management {management_url} --log {self.log_path} \"$@\"\n")
+            f"--management {management_url} --log {self.log_path} -- \"$@\"\n")
         self.path.chmod(0o755)
 
     def calls(self):
