@@ -2,6 +2,7 @@
  * at_reply.c: the module's HTTP answers as data (see at_reply.h).
  */
 #include "at_reply.h"
+#include "at_site.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -181,12 +182,6 @@ static void lower_name(char *out, size_t outsz, const char *in)
     out[i] = '\0';
 }
 
-static int manages(const at_conf *conf, const char *host)
-{
-    const at_cert_conf *out[AT_MAX_KEYS];
-    return host[0] && at_conf_certs_for_name(conf, host, out, AT_MAX_KEYS) > 0;
-}
-
 int at_reply_renew(at_reply *rp, const at_conf *conf, at_renew_ctl *ctl, const char *query,
                    char *what, size_t whatsz)
 {
@@ -209,7 +204,7 @@ int at_reply_renew(at_reply *rp, const at_conf *conf, at_renew_ctl *ctl, const c
             queued = "all";
         else if (conf && at_conf_cert(conf, name))
             queued = name;
-        else if (conf && manages(conf, lower))
+        else if (at_conf_manages(conf, lower))
             queued = lower;
     }
     if (!queued) {

@@ -19,6 +19,7 @@
 #include "at_acme.h"
 #include "at_json.h"
 #include "at_live.h"
+#include "at_site.h"
 #include "at_time.h"
 #include "at_x509.h"
 #include "at_responder.h"
@@ -92,19 +93,11 @@ int at_tool_interrupted(void)
 
 /* -------------------------------------------------------------- engine */
 
-static size_t conf_names(const at_conf *conf)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < conf->ncerts; i++)
-        n += conf->certs[i].nnames;
-    return n;
-}
-
 at_engine *at_tool_engine(at_tool *t, at_conf *conf, at_store *st, at_live **live, at_error *err)
 {
     at_engine *e;
 
-    *live = at_live_new_private(at_live_size_hint(conf_names(conf)), err);
+    *live = at_live_new_private(at_conf_live_size_hint(conf), err);
     if (!*live)
         return NULL;
     e = at_engine_new(conf, st, *live, &t->log, err);

@@ -27,14 +27,10 @@ void *at_ap_srv_create(apr_pool_t *p, server_rec *s)
     at_ap_srv *sc = apr_pcalloc(p, sizeof(*sc));
     (void)s;
     sc->enabled = AT_AP_UNSET;
-    sc->accept_terms = AT_AP_UNSET;
-    sc->concurrency = AT_AP_UNSET;
-    sc->retry_min = AT_AP_UNSET;
-    sc->retry_max = AT_AP_UNSET;
+    at_site_settings_init(&sc->set);
+    at_global_settings_init(&sc->glob);
     return sc;
 }
-
-#define PICK(f) (add->f ? add->f : base->f)
 
 void *at_ap_srv_merge(apr_pool_t *p, void *basev, void *addv)
 {
@@ -46,47 +42,10 @@ void *at_ap_srv_merge(apr_pool_t *p, void *basev, void *addv)
     sc->where = add->where;
     sc->has_servername = add->has_servername;
     sc->names = add->names;
-
-    sc->ca_url = PICK(ca_url);
-    sc->ca_trust = PICK(ca_trust);
-    if (add->client_cert) {
-        sc->client_cert = add->client_cert;
-        sc->client_key = add->client_key;
-    } else {
-        sc->client_cert = base->client_cert;
-        sc->client_key = base->client_key;
-    }
-    sc->contacts = PICK(contacts);
-    sc->accept_terms = add->accept_terms != AT_AP_UNSET ? add->accept_terms : base->accept_terms;
-    sc->keys = PICK(keys);
-    sc->challenges = PICK(challenges);
-    if (add->window_set) {
-        sc->window = add->window;
-        sc->window_set = 1;
-    } else {
-        sc->window = base->window;
-        sc->window_set = base->window_set;
-    }
-    sc->profile = PICK(profile);
-    if (add->eab_kid) {
-        sc->eab_kid = add->eab_kid;
-        sc->eab_key = add->eab_key;
-        sc->eab_alg = add->eab_alg;
-    } else {
-        sc->eab_kid = base->eab_kid;
-        sc->eab_key = base->eab_key;
-        sc->eab_alg = base->eab_alg;
-    }
-    sc->preferred_chain = PICK(preferred_chain);
-    sc->dns01_command = PICK(dns01_command);
-
+    sc->set = add->set;
+    at_site_settings_inherit(&sc->set, &base->set);
     /* Global-only values live in the main server; copied for convenience. */
-    sc->store_dir = base->store_dir;
-    sc->notify_command = base->notify_command;
-    sc->concurrency = base->concurrency;
-    sc->shm_size = base->shm_size;
-    sc->retry_min = base->retry_min;
-    sc->retry_max = base->retry_max;
+    sc->glob = base->glob;
     return sc;
 }
 
@@ -281,14 +240,14 @@ static const char *cmd_ca(cmd_parms *cmd, void *dc, const char *arg)
     (void)dc;
     if (at_parse_ca(arg, &url, &err) != 0)
         return fail(cmd, &err);
-    srv(cmd)->ca_url = pool_take(cmd->pool, url);
+    srv(cmd)->set.ca_url = pool_take(cmd->pool, url);
     return NULL;
 }
 
 static const char *cmd_ca_trust(cmd_parms *cmd, void *dc, const char *arg)
 {
     (void)dc;
-    return core_path(cmd, arg, at_parse_cert_file, &srv(cmd)->ca_trust);
+    return core_path(cmd, arg, at_parse_cert_file, &srv(cmd)->set.ca_trust);
 }
 
 static const char *cmd_client_cert(cmd_parms *cmd, void *dc, const char *cert, const char *key)
@@ -300,8 +259,8 @@ static const char *cmd_client_cert(cmd_parms *cmd, void *dc, const char *cert, c
         return e;
     if ((e = core_path(cmd, key, at_parse_key_file, &k)))
         return e;
-    sc->client_cert = c;
-    sc->client_key = k;
+    sc->set.client_cert = c;
+    sc->set.client_key = k;
     return NULL;
 }
 
@@ -309,16 +268,19 @@ static const char *cmd_contact(cmd_parms *cmd, void *dc, int argc, char *const a
 {
     at_ap_srv *sc = srv(cmd);
     at_error err = AT_ERROR_INIT;
+    apr_array_header_t *contacts;
     (void)dc;
     if (argc < 1)
         return "AutoTLSContact: give an email address, e.g. AutoTLSContact admin@example.com";
-    sc->contacts = apr_array_make(cmd->pool, argc, sizeof(const char *));
+    contacts = apr_array_make(cmd->pool, argc, sizeof(const char *));
     for (int i = 0; i < argc; i++) {
         char *uri = NULL;
         if (at_parse_contact(argv[i], &uri, &err) != 0)
             return fail(cmd, &err);
-        APR_ARRAY_PUSH(sc->contacts, const char *) = pool_take(cmd->pool, uri);
+        APR_ARRAY_PUSH(contacts, const char *) = pool_take(cmd->pool, uri);
     }
+    sc->set.contacts = (const char *const *)contacts->elts;
+    sc->set.ncontacts = (size_t)contacts->nelts;
     return NULL;
 }
 
@@ -329,7 +291,7 @@ static const char *cmd_accept_terms(cmd_parms *cmd, void *dc, const char *arg)
     (void)dc;
     if (at_parse_onoff(arg, &on, &err) != 0)
         return fail(cmd, &err);
-    srv(cmd)->accept_terms = on;
+    srv(cmd)->set.accept_terms = on;
     return NULL;
 }
 
@@ -341,31 +303,34 @@ static const char *cmd_store(cmd_parms *cmd, void *dc, const char *arg)
         return e;
     if (!*arg)
         return "AutoTLSStore: give a directory, e.g. AutoTLSStore /var/lib/apache2/autotls";
-    return server_path(cmd, arg, &srv(cmd)->store_dir);
+    return server_path(cmd, arg, &srv(cmd)->glob.store_dir);
 }
 
 static const char *cmd_keys(cmd_parms *cmd, void *dc, int argc, char *const argv[])
 {
     at_ap_srv *sc = srv(cmd);
     at_error err = AT_ERROR_INIT;
+    apr_array_header_t *keys;
     (void)dc;
     if (argc < 1)
         return "AutoTLSKeys: give one or two key types, e.g. AutoTLSKeys ec:P-256 rsa:2048";
     if (argc > 2)
         return apr_psprintf(cmd->pool, "AutoTLSKeys: %d key types given; give at most one EC and "
                             "one RSA type, e.g. AutoTLSKeys ec:P-256 rsa:2048", argc);
-    sc->keys = apr_array_make(cmd->pool, argc, sizeof(at_key_spec));
+    keys = apr_array_make(cmd->pool, argc, sizeof(at_key_spec));
     for (int i = 0; i < argc; i++) {
         at_key_spec spec;
         if (at_parse_key_spec(argv[i], &spec, &err) != 0)
             return fail(cmd, &err);
-        for (int k = 0; k < sc->keys->nelts; k++)
-            if (APR_ARRAY_IDX(sc->keys, k, at_key_spec).kind == spec.kind)
+        for (int k = 0; k < keys->nelts; k++)
+            if (APR_ARRAY_IDX(keys, k, at_key_spec).kind == spec.kind)
                 return apr_psprintf(cmd->pool, "AutoTLSKeys: '%s' repeats the %s key type; give at "
                                     "most one EC and one RSA type, e.g. AutoTLSKeys ec:P-256 rsa:2048",
                                     argv[i], spec.kind == AT_KEY_EC ? "EC" : "RSA");
-        APR_ARRAY_PUSH(sc->keys, at_key_spec) = spec;
+        APR_ARRAY_PUSH(keys, at_key_spec) = spec;
     }
+    sc->set.keys = (const at_key_spec *)keys->elts;
+    sc->set.nkeys = (size_t)keys->nelts;
     return NULL;
 }
 
@@ -373,20 +338,23 @@ static const char *cmd_challenges(cmd_parms *cmd, void *dc, int argc, char *cons
 {
     at_ap_srv *sc = srv(cmd);
     at_error err = AT_ERROR_INIT;
+    apr_array_header_t *challenges;
     (void)dc;
     if (argc < 1)
         return "AutoTLSChallenges: give one or more of tls-alpn-01 http-01 dns-01, in order of preference";
-    sc->challenges = apr_array_make(cmd->pool, argc, sizeof(at_challenge_type));
+    challenges = apr_array_make(cmd->pool, argc, sizeof(at_challenge_type));
     for (int i = 0; i < argc; i++) {
         at_challenge_type t;
         if (at_parse_challenge(argv[i], &t, &err) != 0)
             return fail(cmd, &err);
-        for (int k = 0; k < sc->challenges->nelts; k++)
-            if (APR_ARRAY_IDX(sc->challenges, k, at_challenge_type) == t)
+        for (int k = 0; k < challenges->nelts; k++)
+            if (APR_ARRAY_IDX(challenges, k, at_challenge_type) == t)
                 return apr_psprintf(cmd->pool, "AutoTLSChallenges: '%s' is listed twice; list each of "
                                     "tls-alpn-01 http-01 dns-01 at most once", argv[i]);
-        APR_ARRAY_PUSH(sc->challenges, at_challenge_type) = t;
+        APR_ARRAY_PUSH(challenges, at_challenge_type) = t;
     }
+    sc->set.challenges = (const at_challenge_type *)challenges->elts;
+    sc->set.nchallenges = (size_t)challenges->nelts;
     return NULL;
 }
 
@@ -395,9 +363,8 @@ static const char *cmd_window(cmd_parms *cmd, void *dc, const char *arg)
     at_ap_srv *sc = srv(cmd);
     at_error err = AT_ERROR_INIT;
     (void)dc;
-    if (at_parse_renew_window(arg, &sc->window, &err) != 0)
+    if (at_parse_renew_window(arg, &sc->set.window, &err) != 0)
         return fail(cmd, &err);
-    sc->window_set = 1;
     return NULL;
 }
 
@@ -407,7 +374,7 @@ static const char *cmd_profile(cmd_parms *cmd, void *dc, const char *arg)
     (void)dc;
     if (at_parse_profile(arg, &err) != 0)
         return fail(cmd, &err);
-    srv(cmd)->profile = arg;
+    srv(cmd)->set.profile = arg;
     return NULL;
 }
 
@@ -430,9 +397,9 @@ static const char *cmd_eab(cmd_parms *cmd, void *dc, const char *kid, const char
             return apr_psprintf(cmd->pool, "AutoTLSEAB: '%s' is not a MAC algorithm; use HS256 "
                                 "(the default), HS384 or HS512", alg);
     }
-    sc->eab_kid = kid;
-    sc->eab_key = key;
-    sc->eab_alg = a;
+    sc->set.eab_kid = kid;
+    sc->set.eab_key = key;
+    sc->set.eab_alg = a;
     return NULL;
 }
 
@@ -449,14 +416,14 @@ static const char *cmd_chain(cmd_parms *cmd, void *dc, const char *arg)
             return apr_psprintf(cmd->pool, "AutoTLSPreferredChain: the issuer name contains a control "
                                 "character; give the common name of the root, e.g. "
                                 "AutoTLSPreferredChain \"ISRG Root X1\"");
-    srv(cmd)->preferred_chain = arg;
+    srv(cmd)->set.preferred_chain = arg;
     return NULL;
 }
 
 static const char *cmd_dns01(cmd_parms *cmd, void *dc, const char *arg)
 {
     (void)dc;
-    return core_path(cmd, arg, at_parse_command, &srv(cmd)->dns01_command);
+    return core_path(cmd, arg, at_parse_command, &srv(cmd)->set.dns01_command);
 }
 
 static const char *cmd_notify(cmd_parms *cmd, void *dc, const char *arg)
@@ -465,7 +432,7 @@ static const char *cmd_notify(cmd_parms *cmd, void *dc, const char *arg)
     (void)dc;
     if ((e = global_only(cmd)))
         return e;
-    return core_path(cmd, arg, at_parse_command, &srv(cmd)->notify_command);
+    return core_path(cmd, arg, at_parse_command, &srv(cmd)->glob.notify_command);
 }
 
 static const char *cmd_concurrency(cmd_parms *cmd, void *dc, const char *arg)
@@ -478,7 +445,7 @@ static const char *cmd_concurrency(cmd_parms *cmd, void *dc, const char *arg)
         return e;
     if (at_parse_int(arg, 1, 100, &v, &err) != 0)
         return fail(cmd, &err);
-    srv(cmd)->concurrency = v;
+    srv(cmd)->glob.concurrency = v;
     return NULL;
 }
 
@@ -492,7 +459,7 @@ static const char *cmd_shm(cmd_parms *cmd, void *dc, const char *arg)
         return e;
     if (at_parse_size(arg, (size_t)256 * 1024, (size_t)1024 * 1024 * 1024, &v, &err) != 0)
         return fail(cmd, &err);
-    srv(cmd)->shm_size = v;
+    srv(cmd)->glob.shm_size = v;
     return NULL;
 }
 
@@ -517,8 +484,8 @@ static const char *cmd_retry(cmd_parms *cmd, void *dc, const char *min, const ch
     } else {
         hi = lo > 21600 ? lo : 21600;
     }
-    sc->retry_min = lo;
-    sc->retry_max = hi;
+    sc->glob.retry_min = lo;
+    sc->glob.retry_max = hi;
     return NULL;
 }
 

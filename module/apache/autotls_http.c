@@ -45,7 +45,7 @@ static int http01(request_rec *r, const char *path)
     int rv = DONE;
 
     /* Only names (or vhosts) we manage: others may have their own files. */
-    if (!at_ap_is_managed_name(at_ap_g, r->hostname) && !sc->site)
+    if (!at_conf_manages(at_ap_g->conf, r->hostname) && !sc->site)
         return DECLINED;
     switch (at_reply_http01(&rp, at_ap_g->live, path, strlen(path), r->method_number == M_GET)) {
     case AT_HTTP01_ANSWER:
@@ -69,7 +69,7 @@ static int http01(request_rec *r, const char *path)
 
 static int not_yet(request_rec *r, const at_ap_site *site)
 {
-    const char *name = at_ap_site_name(site, r->hostname);
+    const char *name = at_site_name_for(site->names, (size_t)site->nnames, r->hostname);
     at_serve *sv = at_ap_serve();
     at_reply rp = AT_REPLY_INIT;
 

@@ -99,13 +99,13 @@ static int add_site(at_ap_gen *g, server_rec *s, at_ap_srv *sc, apr_pool_t *ptem
 
     if (!names)
         return -1;
-    if (sc->accept_terms == AT_AP_UNSET) {
+    if (sc->set.accept_terms == AT_AP_UNSET) {
         ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, NULL,
                      "AutoTLS on at %s: the terms of service of the certificate authority %s have not "
                      "been accepted; read them (its ACME directory links them) and add "
                      "\"AutoTLSAcceptTerms on\" once, outside <VirtualHost>. For a CA without terms, "
                      "say \"AutoTLSAcceptTerms off\"",
-                     sc->where, sc->ca_url ? sc->ca_url : AT_CA_LETSENCRYPT);
+                     sc->where, sc->set.ca_url ? sc->set.ca_url : AT_CA_LETSENCRYPT);
         return -1;
     }
 
@@ -116,34 +116,7 @@ static int add_site(at_ap_gen *g, server_rec *s, at_ap_srv *sc, apr_pool_t *ptem
     as->nnames = names->nelts;
     as->id = apr_psprintf(p, "%s:%d", as->names[0], site_port(s));
 
-    memset(&site, 0, sizeof(site));
-    site.site = as->id;
-    site.names = as->names;
-    site.nnames = (size_t)as->nnames;
-    if (sc->keys) {
-        site.keys = (const at_key_spec *)sc->keys->elts;
-        site.nkeys = (size_t)sc->keys->nelts;
-    }
-    if (sc->challenges) {
-        site.challenges = (const at_challenge_type *)sc->challenges->elts;
-        site.nchallenges = (size_t)sc->challenges->nelts;
-    }
-    site.ca.url = (char *)(sc->ca_url ? sc->ca_url : AT_CA_LETSENCRYPT);
-    site.ca.trust_file = (char *)sc->ca_trust;
-    site.ca.client_cert = (char *)sc->client_cert;
-    site.ca.client_key = (char *)sc->client_key;
-    if (sc->contacts) {
-        site.ca.contact = (char **)sc->contacts->elts;
-        site.ca.ncontact = (size_t)sc->contacts->nelts;
-    }
-    site.ca.accept_terms = sc->accept_terms == 1;
-    site.ca.eab_kid = (char *)sc->eab_kid;
-    site.ca.eab_key = (char *)sc->eab_key;
-    site.ca.eab_alg = (char *)sc->eab_alg;
-    site.profile = sc->profile;
-    site.preferred_chain = sc->preferred_chain;
-    site.window = sc->window;
-    site.dns01_command = sc->dns01_command;
+    at_site_settings_conf(&sc->set, as->id, as->names, (size_t)as->nnames, &site);
     (void)ptemp;
 
     if (at_conf_add_site(g->conf, &site, &err) != 0) {
@@ -157,21 +130,17 @@ static int add_site(at_ap_gen *g, server_rec *s, at_ap_srv *sc, apr_pool_t *ptem
     return 0;
 }
 
-static char *dup_or_null(const char *s)
-{
-    return s ? strdup(s) : NULL;
-}
-
 int at_ap_sites_build(at_ap_gen *g, apr_pool_t *ptemp)
 {
     server_rec *main_s = g->s;
     const at_ap_srv *mc = at_ap_srv_of(main_s);
+    at_error err = AT_ERROR_INIT;
     int bad = 0;
 
     apr_array_header_t *vhosts = apr_array_make(ptemp, 16, sizeof(server_rec *));
 
     g->sites = apr_array_make(g->pool, 8, sizeof(at_ap_site *));
-    g->store_dir = mc->store_dir ? mc->store_dir : ap_server_root_relative(g->pool, "autotls");
+    g->store_dir = mc->glob.store_dir ? mc->glob.store_dir : ap_server_root_relative(g->pool, "autotls");
     /* Apache links vhosts in reverse order; sites go in the order written. */
     for (server_rec *s = main_s->next; s; s = s->next) {
         at_ap_srv_of(s)->site = NULL;
@@ -209,32 +178,10 @@ int at_ap_sites_build(at_ap_gen *g, apr_pool_t *ptemp)
         return -1;
     }
 
-    free(g->conf->store_dir);
-    g->conf->store_dir = strdup(g->store_dir);
-    free(g->conf->notify_command);
-    g->conf->notify_command = dup_or_null(mc->notify_command);
-    if (mc->concurrency != AT_AP_UNSET)
-        g->conf->concurrency = (int)mc->concurrency;
-    if (mc->retry_min != AT_AP_UNSET) {
-        g->conf->retry_base = mc->retry_min;
-        g->conf->retry_max = mc->retry_max;
+    if (at_conf_set_globals(g->conf, g->store_dir, &mc->glob, &err) != 0) {
+        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, NULL, "AutoTLS: %s", err.msg);
+        at_error_clear(&err);
+        return -1;
     }
     return 0;
-}
-
-int at_ap_is_managed_name(const at_ap_gen *g, const char *host)
-{
-    const at_cert_conf *out[AT_MAX_KEYS];
-    if (!g || !g->conf || !host || !*host)
-        return 0;
-    return at_conf_certs_for_name(g->conf, host, out, AT_MAX_KEYS) > 0;
-}
-
-const char *at_ap_site_name(const at_ap_site *site, const char *host)
-{
-    if (host && *host)
-        for (int i = 0; i < site->nnames; i++)
-            if (at_name_matches(site->names[i], host))
-                return host;
-    return site->names[0];
 }

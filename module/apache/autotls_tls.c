@@ -285,7 +285,7 @@ static int cert_cb(SSL *ssl, void *arg)
         }
         return 1;
     }
-    host = at_ap_site_name(site, lower);
+    host = at_site_name_for(site->names, (size_t)site->nnames, lower);
     rv = at_serve_install(sv, ssl, host);
     if (rv < 0) {
         conn_rec *c = SSL_get_app_data(ssl);

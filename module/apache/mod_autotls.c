@@ -91,19 +91,11 @@ static int check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, 
     return OK;
 }
 
-static size_t total_names(const at_conf *conf)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < conf->ncerts; i++)
-        n += conf->certs[i].nnames;
-    return n;
-}
-
 /* The parent (root) prepares what the unprivileged children need. */
 static int prepare_runtime(at_ap_gen *g, apr_pool_t *pconf, at_store *st)
 {
     const at_ap_srv *mc = at_ap_srv_of(g->s);
-    size_t size = mc->shm_size ? mc->shm_size : at_live_size_hint(total_names(g->conf));
+    size_t size = mc->glob.shm_size ? mc->glob.shm_size : at_conf_live_size_hint(g->conf);
     at_error err = AT_ERROR_INIT;
     int n;
 
@@ -114,7 +106,7 @@ static int prepare_runtime(at_ap_gen *g, apr_pool_t *pconf, at_store *st)
         at_error_clear(&err);
         return -1;
     }
-    if (at_ap_shm_setup(g, size, mc->shm_size != 0) != 0)
+    if (at_ap_shm_setup(g, size, mc->glob.shm_size != 0) != 0)
         return -1;
     n = at_engine_preload(g->conf, st, g->live, &g->logger, &err);
     if (n < 0) {

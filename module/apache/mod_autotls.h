@@ -26,6 +26,7 @@
 #include "at_renewer.h"
 #include "at_reply.h"
 #include "at_serve.h"
+#include "at_site.h"
 #include "at_store.h"
 #include "at_log.h"
 
@@ -55,31 +56,11 @@ typedef struct at_ap_srv {
     int          has_servername; /* the <VirtualHost> section says ServerName */
     apr_array_header_t *names;   /* AutoTLSNames (normalised char *), or NULL */
 
-    /* inherited */
-    const char  *ca_url;
-    const char  *ca_trust;
-    const char  *client_cert;
-    const char  *client_key;
-    apr_array_header_t *contacts;   /* char * "mailto:..." */
-    int          accept_terms;      /* -1 unset */
-    apr_array_header_t *keys;       /* at_key_spec */
-    apr_array_header_t *challenges; /* at_challenge_type */
-    at_renew_window window;
-    int          window_set;
-    const char  *profile;
-    const char  *eab_kid;
-    const char  *eab_key;
-    const char  *eab_alg;
-    const char  *preferred_chain;
-    const char  *dns01_command;
+    /* inherited: what the vhost says about its certificate and its CA */
+    at_site_settings set;
 
-    /* main server only */
-    const char  *store_dir;
-    const char  *notify_command;
-    long         concurrency;       /* -1 unset */
-    size_t       shm_size;          /* 0 unset */
-    long         retry_min;         /* -1 unset */
-    long         retry_max;
+    /* main server only (copied into every vhost) */
+    at_global_settings glob;
 
     /* runtime: the managed site of this vhost (this generation), or NULL */
     at_ap_site  *site;
@@ -116,11 +97,6 @@ void *at_ap_srv_merge(apr_pool_t *p, void *basev, void *addv);
 /* autotls_sites.c: build the core configuration from the managed vhosts.
  * Logs what is wrong and returns -1 when the configuration cannot work. */
 int at_ap_sites_build(at_ap_gen *g, apr_pool_t *ptemp);
-/* Is host (lowercase) one of the names the module manages? */
-int at_ap_is_managed_name(const at_ap_gen *g, const char *host);
-/* The name a managed vhost serves for a requested host: host itself when the
- * site covers it, else its primary name. */
-const char *at_ap_site_name(const at_ap_site *site, const char *host);
 
 /* autotls_shm.c: sets g->shm, g->ctl and g->live. */
 int  at_ap_shm_setup(at_ap_gen *g, size_t size, int exact);

@@ -80,9 +80,7 @@ void *at_ngx_create_main_conf(ngx_conf_t *cf)
     at_ngx_main_conf_t *amcf = ngx_pcalloc(cf->pool, sizeof(*amcf));
     if (amcf == NULL)
         return NULL;
-    amcf->concurrency = AT_NGX_UNSET;
-    amcf->retry_min = AT_NGX_UNSET;
-    amcf->retry_max = AT_NGX_UNSET;
+    at_global_settings_init(&amcf->glob);
     if (ngx_array_init(&amcf->sites, cf->pool, 4, sizeof(at_ngx_site_t *)) != NGX_OK)
         return NULL;
     return amcf;
@@ -94,11 +92,9 @@ void *at_ngx_create_srv_conf(ngx_conf_t *cf)
     if (ascf == NULL)
         return NULL;
     ascf->enable = AT_NGX_UNSET;
-    ascf->accept_terms = AT_NGX_UNSET;
+    at_site_settings_init(&ascf->set);
     return ascf;
 }
-
-#define PICK(f) if (conf->f == NULL) conf->f = prev->f
 
 char *at_ngx_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
 {
@@ -106,29 +102,7 @@ char *at_ngx_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
 
     /* A server's own switch and names are never inherited: "autotls" is
      * not allowed at the http{} level anyway. */
-    PICK(ca_url);
-    PICK(ca_trust);
-    if (conf->client_cert == NULL) {
-        conf->client_cert = prev->client_cert;
-        conf->client_key = prev->client_key;
-    }
-    PICK(contacts);
-    if (conf->accept_terms == AT_NGX_UNSET)
-        conf->accept_terms = prev->accept_terms;
-    PICK(keys);
-    PICK(challenges);
-    if (!conf->window_set) {
-        conf->window = prev->window;
-        conf->window_set = prev->window_set;
-    }
-    PICK(profile);
-    if (conf->eab_kid == NULL) {
-        conf->eab_kid = prev->eab_kid;
-        conf->eab_key = prev->eab_key;
-        conf->eab_alg = prev->eab_alg;
-    }
-    PICK(preferred_chain);
-    PICK(dns01_command);
+    at_site_settings_inherit(&conf->set, &prev->set);
     return NGX_CONF_OK;
 }
 
@@ -229,20 +203,20 @@ static char *cmd_ca(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     at_error err = AT_ERROR_INIT;
     char *url = NULL;
 
-    if (ascf->ca_url)
+    if (ascf->set.ca_url)
         return "is duplicate";
     if (at_parse_ca((const char *)args(cf)[1].data, &url, &err) != 0)
         return fail(cf, cmd, &err);
-    ascf->ca_url = pool_take(cf->pool, url);
-    return ascf->ca_url ? NGX_CONF_OK : NGX_CONF_ERROR;
+    ascf->set.ca_url = pool_take(cf->pool, url);
+    return ascf->set.ca_url ? NGX_CONF_OK : NGX_CONF_ERROR;
 }
 
 static char *cmd_ca_trust(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     at_ngx_srv_conf_t *ascf = conf;
-    if (ascf->ca_trust)
+    if (ascf->set.ca_trust)
         return "is duplicate";
-    return checked_path(cf, cmd, &args(cf)[1], at_parse_cert_file, &ascf->ca_trust);
+    return checked_path(cf, cmd, &args(cf)[1], at_parse_cert_file, &ascf->set.ca_trust);
 }
 
 static char *cmd_client_cert(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
@@ -251,14 +225,14 @@ static char *cmd_client_cert(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     const char *c, *k;
     char *rv;
 
-    if (ascf->client_cert)
+    if (ascf->set.client_cert)
         return "is duplicate";
     if ((rv = checked_path(cf, cmd, &args(cf)[1], at_parse_cert_file, &c)) != NGX_CONF_OK)
         return rv;
     if ((rv = checked_path(cf, cmd, &args(cf)[2], at_parse_key_file, &k)) != NGX_CONF_OK)
         return rv;
-    ascf->client_cert = c;
-    ascf->client_key = k;
+    ascf->set.client_cert = c;
+    ascf->set.client_key = k;
     return NGX_CONF_OK;
 }
 
@@ -267,24 +241,27 @@ static char *cmd_contact(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     at_ngx_srv_conf_t *ascf = conf;
     at_error err = AT_ERROR_INIT;
     ngx_uint_t n = cf->args->nelts - 1;
+    ngx_array_t *contacts;
 
-    if (ascf->contacts)
+    if (ascf->set.contacts)
         return "is duplicate";
-    ascf->contacts = ngx_array_create(cf->pool, n, sizeof(const char *));
-    if (ascf->contacts == NULL)
+    contacts = ngx_array_create(cf->pool, n, sizeof(const char *));
+    if (contacts == NULL)
         return NGX_CONF_ERROR;
     for (ngx_uint_t i = 1; i <= n; i++) {
         char *uri = NULL;
         const char **slot;
         if (at_parse_contact((const char *)args(cf)[i].data, &uri, &err) != 0)
             return fail(cf, cmd, &err);
-        if ((slot = ngx_array_push(ascf->contacts)) == NULL) {
+        if ((slot = ngx_array_push(contacts)) == NULL) {
             free(uri);
             return NGX_CONF_ERROR;
         }
         if ((*slot = pool_take(cf->pool, uri)) == NULL)
             return NGX_CONF_ERROR;
     }
+    ascf->set.contacts = contacts->elts;
+    ascf->set.ncontacts = contacts->nelts;
     return NGX_CONF_OK;
 }
 
@@ -294,11 +271,11 @@ static char *cmd_accept_terms(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     at_error err = AT_ERROR_INIT;
     int on;
 
-    if (ascf->accept_terms != AT_NGX_UNSET)
+    if (ascf->set.accept_terms != AT_NGX_UNSET)
         return "is duplicate";
     if (at_parse_onoff((const char *)args(cf)[1].data, &on, &err) != 0)
         return fail(cf, cmd, &err);
-    ascf->accept_terms = on;
+    ascf->set.accept_terms = on;
     return NGX_CONF_OK;
 }
 
@@ -306,15 +283,15 @@ static char *cmd_store(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     at_ngx_main_conf_t *amcf = conf;
 
-    if (amcf->store_dir)
+    if (amcf->glob.store_dir)
         return "is duplicate";
     if (args(cf)[1].len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%V: give a directory, e.g. %V /var/lib/nginx/autotls",
                            &cmd->name, &cmd->name);
         return NGX_CONF_ERROR;
     }
-    amcf->store_dir = full_path(cf, &args(cf)[1], 0);
-    return amcf->store_dir ? NGX_CONF_OK : NGX_CONF_ERROR;
+    amcf->glob.store_dir = full_path(cf, &args(cf)[1], 0);
+    return amcf->glob.store_dir ? NGX_CONF_OK : NGX_CONF_ERROR;
 }
 
 static char *cmd_keys(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
@@ -322,22 +299,23 @@ static char *cmd_keys(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     at_ngx_srv_conf_t *ascf = conf;
     at_error err = AT_ERROR_INIT;
     ngx_uint_t n = cf->args->nelts - 1;
+    ngx_array_t *keys;
 
-    if (ascf->keys)
+    if (ascf->set.keys)
         return "is duplicate";
     if (n > 2) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%V: %ui key types given; give at most one EC and "
                            "one RSA type, e.g. %V ec:P-256 rsa:2048", &cmd->name, n, &cmd->name);
         return NGX_CONF_ERROR;
     }
-    ascf->keys = ngx_array_create(cf->pool, n, sizeof(at_key_spec));
-    if (ascf->keys == NULL)
+    keys = ngx_array_create(cf->pool, n, sizeof(at_key_spec));
+    if (keys == NULL)
         return NGX_CONF_ERROR;
     for (ngx_uint_t i = 1; i <= n; i++) {
-        at_key_spec spec, *have = ascf->keys->elts, *slot;
+        at_key_spec spec, *have = keys->elts, *slot;
         if (at_parse_key_spec((const char *)args(cf)[i].data, &spec, &err) != 0)
             return fail(cf, cmd, &err);
-        for (ngx_uint_t k = 0; k < ascf->keys->nelts; k++) {
+        for (ngx_uint_t k = 0; k < keys->nelts; k++) {
             if (have[k].kind == spec.kind) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%V: '%V' repeats the %s key type; give at most "
                                    "one EC and one RSA type, e.g. %V ec:P-256 rsa:2048", &cmd->name,
@@ -345,10 +323,12 @@ static char *cmd_keys(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 return NGX_CONF_ERROR;
             }
         }
-        if ((slot = ngx_array_push(ascf->keys)) == NULL)
+        if ((slot = ngx_array_push(keys)) == NULL)
             return NGX_CONF_ERROR;
         *slot = spec;
     }
+    ascf->set.keys = keys->elts;
+    ascf->set.nkeys = keys->nelts;
     return NGX_CONF_OK;
 }
 
@@ -357,27 +337,30 @@ static char *cmd_challenges(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     at_ngx_srv_conf_t *ascf = conf;
     at_error err = AT_ERROR_INIT;
     ngx_uint_t n = cf->args->nelts - 1;
+    ngx_array_t *challenges;
 
-    if (ascf->challenges)
+    if (ascf->set.challenges)
         return "is duplicate";
-    ascf->challenges = ngx_array_create(cf->pool, n, sizeof(at_challenge_type));
-    if (ascf->challenges == NULL)
+    challenges = ngx_array_create(cf->pool, n, sizeof(at_challenge_type));
+    if (challenges == NULL)
         return NGX_CONF_ERROR;
     for (ngx_uint_t i = 1; i <= n; i++) {
-        at_challenge_type t, *have = ascf->challenges->elts, *slot;
+        at_challenge_type t, *have = challenges->elts, *slot;
         if (at_parse_challenge((const char *)args(cf)[i].data, &t, &err) != 0)
             return fail(cf, cmd, &err);
-        for (ngx_uint_t k = 0; k < ascf->challenges->nelts; k++) {
+        for (ngx_uint_t k = 0; k < challenges->nelts; k++) {
             if (have[k] == t) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%V: '%V' is listed twice; list each of "
                                    "tls-alpn-01 http-01 dns-01 at most once", &cmd->name, &args(cf)[i]);
                 return NGX_CONF_ERROR;
             }
         }
-        if ((slot = ngx_array_push(ascf->challenges)) == NULL)
+        if ((slot = ngx_array_push(challenges)) == NULL)
             return NGX_CONF_ERROR;
         *slot = t;
     }
+    ascf->set.challenges = challenges->elts;
+    ascf->set.nchallenges = challenges->nelts;
     return NGX_CONF_OK;
 }
 
@@ -386,11 +369,10 @@ static char *cmd_window(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     at_ngx_srv_conf_t *ascf = conf;
     at_error err = AT_ERROR_INIT;
 
-    if (ascf->window_set)
+    if (ascf->set.window.percent || ascf->set.window.seconds)
         return "is duplicate";
-    if (at_parse_renew_window((const char *)args(cf)[1].data, &ascf->window, &err) != 0)
+    if (at_parse_renew_window((const char *)args(cf)[1].data, &ascf->set.window, &err) != 0)
         return fail(cf, cmd, &err);
-    ascf->window_set = 1;
     return NGX_CONF_OK;
 }
 
@@ -399,11 +381,11 @@ static char *cmd_profile(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     at_ngx_srv_conf_t *ascf = conf;
     at_error err = AT_ERROR_INIT;
 
-    if (ascf->profile)
+    if (ascf->set.profile)
         return "is duplicate";
     if (at_parse_profile((const char *)args(cf)[1].data, &err) != 0)
         return fail(cf, cmd, &err);
-    ascf->profile = (const char *)args(cf)[1].data;
+    ascf->set.profile = (const char *)args(cf)[1].data;
     return NGX_CONF_OK;
 }
 
@@ -415,7 +397,7 @@ static char *cmd_eab(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     const char *kid = (const char *)args(cf)[1].data, *key = (const char *)args(cf)[2].data;
     const char *alg = algs[0];
 
-    if (ascf->eab_kid)
+    if (ascf->set.eab_kid)
         return "is duplicate";
     if (at_parse_eab(kid, key, &err) != 0)
         return fail(cf, cmd, &err);
@@ -430,9 +412,9 @@ static char *cmd_eab(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             return NGX_CONF_ERROR;
         }
     }
-    ascf->eab_kid = kid;
-    ascf->eab_key = key;
-    ascf->eab_alg = alg;
+    ascf->set.eab_kid = kid;
+    ascf->set.eab_key = key;
+    ascf->set.eab_alg = alg;
     return NGX_CONF_OK;
 }
 
@@ -441,7 +423,7 @@ static char *cmd_chain(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     at_ngx_srv_conf_t *ascf = conf;
     ngx_str_t *v = &args(cf)[1];
 
-    if (ascf->preferred_chain)
+    if (ascf->set.preferred_chain)
         return "is duplicate";
     if (v->len == 0 || v->len > 255) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%V: '%V' is not an issuer name; give the common name "
@@ -457,24 +439,24 @@ static char *cmd_chain(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             return NGX_CONF_ERROR;
         }
     }
-    ascf->preferred_chain = (const char *)v->data;
+    ascf->set.preferred_chain = (const char *)v->data;
     return NGX_CONF_OK;
 }
 
 static char *cmd_dns01(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     at_ngx_srv_conf_t *ascf = conf;
-    if (ascf->dns01_command)
+    if (ascf->set.dns01_command)
         return "is duplicate";
-    return checked_path(cf, cmd, &args(cf)[1], at_parse_command, &ascf->dns01_command);
+    return checked_path(cf, cmd, &args(cf)[1], at_parse_command, &ascf->set.dns01_command);
 }
 
 static char *cmd_notify(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     at_ngx_main_conf_t *amcf = conf;
-    if (amcf->notify_command)
+    if (amcf->glob.notify_command)
         return "is duplicate";
-    return checked_path(cf, cmd, &args(cf)[1], at_parse_command, &amcf->notify_command);
+    return checked_path(cf, cmd, &args(cf)[1], at_parse_command, &amcf->glob.notify_command);
 }
 
 static char *cmd_concurrency(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
@@ -483,11 +465,11 @@ static char *cmd_concurrency(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     at_error err = AT_ERROR_INIT;
     long v;
 
-    if (amcf->concurrency != AT_NGX_UNSET)
+    if (amcf->glob.concurrency != AT_NGX_UNSET)
         return "is duplicate";
     if (at_parse_int((const char *)args(cf)[1].data, 1, 100, &v, &err) != 0)
         return fail(cf, cmd, &err);
-    amcf->concurrency = v;
+    amcf->glob.concurrency = v;
     return NGX_CONF_OK;
 }
 
@@ -499,7 +481,7 @@ static char *cmd_retry_delay(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     at_error err = AT_ERROR_INIT;
     long lo, hi;
 
-    if (amcf->retry_min != AT_NGX_UNSET)
+    if (amcf->glob.retry_min != AT_NGX_UNSET)
         return "is duplicate";
     if (at_parse_duration((const char *)args(cf)[1].data, &lo, &err) != 0)
         return fail(cf, cmd, &err);
@@ -516,8 +498,8 @@ static char *cmd_retry_delay(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     } else {
         hi = lo > 21600 ? lo : 21600;
     }
-    amcf->retry_min = lo;
-    amcf->retry_max = hi;
+    amcf->glob.retry_min = lo;
+    amcf->glob.retry_max = hi;
     return NGX_CONF_OK;
 }
 
@@ -527,12 +509,12 @@ static char *cmd_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     at_error err = AT_ERROR_INIT;
     size_t v;
 
-    if (amcf->zone_size)
+    if (amcf->glob.shm_size)
         return "is duplicate";
     if (at_parse_size((const char *)args(cf)[1].data, (size_t)256 * 1024, (size_t)1024 * 1024 * 1024,
                       &v, &err) != 0)
         return fail(cf, cmd, &err);
-    amcf->zone_size = v;
+    amcf->glob.shm_size = v;
     return NGX_CONF_OK;
 }
 

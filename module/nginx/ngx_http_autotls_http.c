@@ -111,7 +111,7 @@ static ngx_int_t http01(ngx_http_request_t *r, const u_char *path, size_t len, c
 
 static ngx_int_t not_yet(ngx_http_request_t *r, const at_ngx_site_t *site, const char *host)
 {
-    const char *name = at_ngx_site_name(site, host);
+    const char *name = at_site_name_for(site->names, site->nnames, host);
     at_serve *sv = at_ngx_serve();
     at_reply rp = AT_REPLY_INIT;
     ngx_int_t rc;
@@ -142,7 +142,7 @@ static ngx_int_t post_read(ngx_http_request_t *r)
     if (path && (q = memchr(path, '?', len)) != NULL)
         len = (size_t)(q - path);
     if (path && len >= plen && ngx_strncmp(path, AT_HTTP01_PREFIX, plen) == 0 &&
-        (ascf->site || at_ngx_is_managed_name(amcf, host))) {
+        (ascf->site || at_conf_manages(amcf->conf, host))) {
         ngx_int_t rc = http01(r, path, len, host);
         if (rc != NGX_DECLINED)
             return rc;

@@ -28,6 +28,7 @@
 #include "at_renewer.h"
 #include "at_reply.h"
 #include "at_serve.h"
+#include "at_site.h"
 
 extern ngx_module_t ngx_http_autotls_module;
 
@@ -51,23 +52,8 @@ typedef struct {
     ngx_array_t          *names;          /* autotls_names: const char * (normalised) */
     unsigned              placeholder:1;  /* ssl got our placeholder, not the admin's certificate */
 
-    /* inherited from http{} */
-    const char           *ca_url;
-    const char           *ca_trust;
-    const char           *client_cert;
-    const char           *client_key;
-    ngx_array_t          *contacts;       /* const char * "mailto:..." */
-    ngx_int_t             accept_terms;   /* -1 unset */
-    ngx_array_t          *keys;           /* at_key_spec */
-    ngx_array_t          *challenges;     /* at_challenge_type */
-    at_renew_window       window;
-    ngx_int_t             window_set;
-    const char           *profile;
-    const char           *eab_kid;
-    const char           *eab_key;
-    const char           *eab_alg;
-    const char           *preferred_chain;
-    const char           *dns01_command;
+    /* inherited from http{}: what the server says about its certificate and CA */
+    at_site_settings      set;
 
     /* runtime: the managed site of this server block, or NULL */
     at_ngx_site_t        *site;
@@ -82,12 +68,7 @@ typedef struct at_ngx_shared_s at_ngx_shared_t;
 
 /* The http{} level: global settings, and what this configuration cycle built. */
 typedef struct {
-    const char           *store_dir;      /* autotls_store (absolute), or NULL */
-    const char           *notify_command;
-    ngx_int_t             concurrency;    /* -1 unset */
-    ngx_int_t             retry_min;      /* seconds, -1 unset (autotls_retry_delay) */
-    ngx_int_t             retry_max;
-    size_t                zone_size;      /* 0 unset */
+    at_global_settings    glob;           /* autotls_store (absolute), autotls_zone, ... */
 
     /* one self-signed placeholder for every managed server ("data:" PEM) */
     ngx_str_t             ph_cert;
@@ -115,10 +96,6 @@ char *at_ngx_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child);
 /* ngx_http_autotls_sites.c: build the core configuration; logs what is
  * wrong (with the file and line of "autotls on") and returns NGX_ERROR. */
 ngx_int_t at_ngx_sites_build(ngx_conf_t *cf, at_ngx_main_conf_t *amcf);
-int at_ngx_is_managed_name(const at_ngx_main_conf_t *amcf, const char *host);
-/* The name a managed server serves for a requested host: host itself when
- * the site covers it, else its primary name. */
-const char *at_ngx_site_name(const at_ngx_site_t *site, const char *host);
 /* Lowercase copy of at most outsz-1 bytes, without a trailing dot. */
 void at_ngx_lower(char *out, size_t outsz, const u_char *in, size_t len);
 

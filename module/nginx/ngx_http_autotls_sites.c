@@ -220,12 +220,12 @@ static ngx_int_t add_site(ngx_conf_t *cf, at_ngx_main_conf_t *amcf, ngx_http_cor
 
     if (names == NULL)
         return NGX_ERROR;
-    if (ascf->accept_terms == AT_NGX_UNSET) {
+    if (ascf->set.accept_terms == AT_NGX_UNSET) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0, "autotls on in %s:%ui: the certificate authority's "
                       "terms of service have not been accepted; add \"autotls_accept_terms on;\" "
                       "(in http{} or this server) after reading them at %s. For a CA without terms, "
                       "say \"autotls_accept_terms off;\"", ascf->file, ascf->line,
-                      ascf->ca_url ? ascf->ca_url : AT_CA_LETSENCRYPT);
+                      ascf->set.ca_url ? ascf->set.ca_url : AT_CA_LETSENCRYPT);
         return NGX_ERROR;
     }
     if (ascf->placeholder && sscf->certificates && sscf->certificates->nelts > 1) {
@@ -256,34 +256,7 @@ static ngx_int_t add_site(ngx_conf_t *cf, at_ngx_main_conf_t *amcf, ngx_http_cor
     if ((as->id = pdup(cf->pool, id)) == NULL)
         return NGX_ERROR;
 
-    ngx_memzero(&site, sizeof(site));
-    site.site = as->id;
-    site.names = as->names;
-    site.nnames = as->nnames;
-    if (ascf->keys) {
-        site.keys = ascf->keys->elts;
-        site.nkeys = ascf->keys->nelts;
-    }
-    if (ascf->challenges) {
-        site.challenges = ascf->challenges->elts;
-        site.nchallenges = ascf->challenges->nelts;
-    }
-    site.ca.url = (char *)(ascf->ca_url ? ascf->ca_url : AT_CA_LETSENCRYPT);
-    site.ca.trust_file = (char *)ascf->ca_trust;
-    site.ca.client_cert = (char *)ascf->client_cert;
-    site.ca.client_key = (char *)ascf->client_key;
-    if (ascf->contacts) {
-        site.ca.contact = ascf->contacts->elts;
-        site.ca.ncontact = ascf->contacts->nelts;
-    }
-    site.ca.accept_terms = ascf->accept_terms == 1;
-    site.ca.eab_kid = (char *)ascf->eab_kid;
-    site.ca.eab_key = (char *)ascf->eab_key;
-    site.ca.eab_alg = (char *)ascf->eab_alg;
-    site.profile = ascf->profile;
-    site.preferred_chain = ascf->preferred_chain;
-    site.window = ascf->window;
-    site.dns01_command = ascf->dns01_command;
+    at_site_settings_conf(&ascf->set, as->id, as->names, as->nnames, &site);
 
     if (at_conf_add_site(amcf->conf, &site, &err) != 0) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0, "autotls on in %s:%ui (%s): %s",
@@ -329,16 +302,12 @@ static const char *default_store(ngx_conf_t *cf)
     }
 }
 
-static char *dup_or_null(const char *s)
-{
-    return s ? strdup(s) : NULL;
-}
-
 ngx_int_t at_ngx_sites_build(ngx_conf_t *cf, at_ngx_main_conf_t *amcf)
 {
     ngx_http_core_main_conf_t *cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
     ngx_http_core_srv_conf_t **cscfp = cmcf->servers.elts;
     ngx_pool_cleanup_t *cln;
+    at_error err = AT_ERROR_INIT;
     ngx_int_t bad = 0;
 
     for (ngx_uint_t s = 0; s < cmcf->servers.nelts; s++) {
@@ -367,39 +336,13 @@ ngx_int_t at_ngx_sites_build(ngx_conf_t *cf, at_ngx_main_conf_t *amcf)
     if (amcf->conf == NULL)
         return NGX_OK;
 
-    amcf->store = amcf->store_dir ? amcf->store_dir : default_store(cf);
+    amcf->store = amcf->glob.store_dir ? amcf->glob.store_dir : default_store(cf);
     if (amcf->store == NULL)
         return NGX_ERROR;
-    free(amcf->conf->store_dir);
-    free(amcf->conf->notify_command);
-    amcf->conf->store_dir = strdup(amcf->store);
-    amcf->conf->notify_command = dup_or_null(amcf->notify_command);
-    if (amcf->conf->store_dir == NULL || (amcf->notify_command && !amcf->conf->notify_command)) {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, 0, "autotls: out of memory");
+    if (at_conf_set_globals(amcf->conf, amcf->store, &amcf->glob, &err) != 0) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0, "autotls: %s", err.msg);
+        at_error_clear(&err);
         return NGX_ERROR;
     }
-    if (amcf->concurrency != AT_NGX_UNSET)
-        amcf->conf->concurrency = (int)amcf->concurrency;
-    if (amcf->retry_min != AT_NGX_UNSET) {
-        amcf->conf->retry_base = (long)amcf->retry_min;
-        amcf->conf->retry_max = (long)amcf->retry_max;
-    }
     return NGX_OK;
-}
-
-int at_ngx_is_managed_name(const at_ngx_main_conf_t *amcf, const char *host)
-{
-    const at_cert_conf *out[AT_MAX_KEYS];
-    if (amcf == NULL || amcf->conf == NULL || host == NULL || *host == '\0')
-        return 0;
-    return at_conf_certs_for_name(amcf->conf, host, out, AT_MAX_KEYS) > 0;
-}
-
-const char *at_ngx_site_name(const at_ngx_site_t *site, const char *host)
-{
-    if (host && *host)
-        for (size_t i = 0; i < site->nnames; i++)
-            if (at_name_matches(site->names[i], host))
-                return host;
-    return site->names[0];
 }

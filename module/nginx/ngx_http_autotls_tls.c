@@ -135,11 +135,11 @@ static ngx_int_t rsa_placeholder(ngx_conf_t *cf, at_ngx_main_conf_t *amcf)
 static int wants_rsa(const at_ngx_site_t *site)
 {
     const at_ngx_srv_conf_t *ascf = site->cscf->ctx->srv_conf[ngx_http_autotls_module.ctx_index];
-    const at_key_spec *k = ascf->keys ? ascf->keys->elts : NULL;
+    const at_key_spec *k = ascf->set.keys;
 
     if (!ascf->placeholder)
         return 0;
-    for (ngx_uint_t i = 0; k && i < ascf->keys->nelts; i++)
+    for (size_t i = 0; k && i < ascf->set.nkeys; i++)
         if (k[i].kind == AT_KEY_RSA)
             return 1;
     return 0;
@@ -188,7 +188,7 @@ static int cert_cb(SSL *ssl, void *arg)
                       "but no challenge is pending for it", lower);
         return 0;
     }
-    host = at_ngx_site_name(site, lower);
+    host = at_site_name_for(site->names, site->nnames, lower);
     rv = at_serve_install(sv, ssl, host);
     if (rv < 0)
         ngx_log_error(NGX_LOG_WARN, conn_log(ssl), 0, "autotls: installing the live certificate for "

@@ -123,19 +123,11 @@ nomem:
     return NGX_ERROR;
 }
 
-static size_t total_names(const at_conf *conf)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < conf->ncerts; i++)
-        n += conf->certs[i].nnames;
-    return n;
-}
-
 ngx_int_t at_ngx_zone_add(ngx_conf_t *cf, at_ngx_main_conf_t *amcf)
 {
     at_ngx_shared_t *sh = ngx_pcalloc(cf->pool, sizeof(*sh));
     ngx_pool_cleanup_t *cln = ngx_pool_cleanup_add(cf->pool, 0);
-    size_t size = amcf->zone_size;
+    size_t size = amcf->glob.shm_size;
 
     if (sh == NULL || cln == NULL)
         return NGX_ERROR;
@@ -144,7 +136,7 @@ ngx_int_t at_ngx_zone_add(ngx_conf_t *cf, at_ngx_main_conf_t *amcf)
     if (size == 0) {
         /* The core's estimate for the live table, plus the slab pool's
          * own bookkeeping (page descriptors, the header block). */
-        size = at_live_size_hint(total_names(amcf->conf));
+        size = at_conf_live_size_hint(amcf->conf);
         size += size / 32 + 16 * ngx_pagesize;
     }
     amcf->zone = ngx_shared_memory_add(cf, &zone_name, size, &ngx_http_autotls_module);

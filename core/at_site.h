@@ -1,0 +1,82 @@
+/*
+ * at_site.h: the configuration as a host server holds it before it becomes
+ * an at_conf, the same for every host:
+ *
+ *   - at_site_settings: what one virtual host / server block says, which it
+ *     inherits from the main server (Apache) or http{} (nginx) value by
+ *     value (the client certificate with its key, the EAB key id with its
+ *     key and algorithm), and the at_site_conf it becomes;
+ *   - at_global_settings: what only the whole server says, and how it
+ *     lands in at_conf;
+ *   - the questions a request or a handshake asks of the configuration.
+ *
+ * Strings and arrays are borrowed (the host's configuration pool owns them).
+ */
+#ifndef AT_SITE_H
+#define AT_SITE_H
+
+#include <stddef.h>
+#include "at_conf.h"
+#include "at_error.h"
+
+/* NULL, 0 and -1 mean "not said here". */
+typedef struct at_site_settings {
+    const char              *ca_url;          /* NULL: Let's Encrypt */
+    const char              *ca_trust;
+    const char              *client_cert;     /* inherited with client_key */
+    const char              *client_key;
+    const char *const       *contacts;        /* "mailto:..." */
+    size_t                   ncontacts;
+    int                      accept_terms;    /* -1 not said, 0 off, 1 on */
+    const at_key_spec       *keys;
+    size_t                   nkeys;
+    const at_challenge_type *challenges;
+    size_t                   nchallenges;
+    at_renew_window          window;          /* {0, 0}: not said */
+    const char              *profile;
+    const char              *eab_kid;         /* inherited with eab_key and eab_alg */
+    const char              *eab_key;
+    const char              *eab_alg;
+    const char              *preferred_chain;
+    const char              *dns01_command;
+} at_site_settings;
+
+/* Everything "not said". */
+void at_site_settings_init(at_site_settings *s);
+
+/* Fill in what s does not say from parent. */
+void at_site_settings_inherit(at_site_settings *s, const at_site_settings *parent);
+
+/* The at_site_conf for at_conf_add_site (it borrows from s, names and site;
+ * terms count as accepted only when said "on"). */
+void at_site_settings_conf(const at_site_settings *s, const char *site, const char *const *names,
+                           size_t nnames, at_site_conf *out);
+
+typedef struct at_global_settings {
+    const char *store_dir;       /* NULL: the host's default */
+    const char *notify_command;
+    long        concurrency;     /* -1 not said */
+    long        retry_min;       /* seconds; -1 not said */
+    long        retry_max;
+    size_t      shm_size;        /* bytes of shared memory; 0 not said */
+} at_global_settings;
+
+void at_global_settings_init(at_global_settings *g);
+
+/* Put g into conf, with store_dir the directory in use (g's, or the host's
+ * default). 0, or -1 with err when memory runs out. */
+int at_conf_set_globals(at_conf *conf, const char *store_dir, const at_global_settings *g,
+                        at_error *err);
+
+/* The live table size the core suggests for conf (at_live_size_hint of all
+ * its names). */
+size_t at_conf_live_size_hint(const at_conf *conf);
+
+/* Is host (lowercase, no trailing dot) served by a managed certificate? */
+int at_conf_manages(const at_conf *conf, const char *host);
+
+/* The name a site serves for a requested host: host itself when one of
+ * names covers it (wildcards too), else names[0]. */
+const char *at_site_name_for(const char *const *names, size_t nnames, const char *host);
+
+#endif
