@@ -6,6 +6,7 @@
  */
 #include "at_engine_int.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,6 +44,34 @@ static time_t jtime(const json_t *o, const char *key)
 {
     json_t *v = json_object_get(o, key);
     return json_is_integer(v) ? (time_t)json_integer_value(v) : 0;
+}
+
+static unsigned long backoff_salt;
+
+static void backoff_salt_init(void)
+{
+    backoff_salt = at_engine_random();
+}
+
+/* The jitter of a retry is drawn once per failure. A certificate is
+ * re-planned whenever its retry falls due; a fresh draw each time would
+ * push the retry later again and again (to the top of the jitter range, in
+ * step with every other certificate that failed with it) and the next
+ * attempt already announced would not be kept. So the draw is a function
+ * of the certificate and the failure's time, salted per process so that
+ * servers sharing a certificate still spread out. */
+static unsigned long backoff_rnd(const at_cert_conf *cc, time_t failed_at)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    uint64_t h = 1469598103934665603ULL;            /* FNV-1a, then splitmix64 */
+
+    pthread_once(&once, backoff_salt_init);
+    for (const char *p = cc->id; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    h ^= (uint64_t)failed_at + 0x9e3779b97f4a7c15ULL + (uint64_t)backoff_salt;
+    h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    h = (h ^ (h >> 27)) * 0x94d049bb133111ebULL;
+    return (unsigned long)(h ^ (h >> 31));
 }
 
 long at_engine_cert_find(const at_engine *e, const char *id_or_name)
@@ -136,7 +165,7 @@ void at_engine_cert_replan(at_engine *e, size_t i, time_t now)
     in.force = jtime(st, "force");
     pol.retry_base = e->conf->retry_base > 0 ? e->conf->retry_base : 60;
     pol.retry_max = e->conf->retry_max > 0 ? e->conf->retry_max : 21600;
-    at_plan_cert(&in, &pol, now, at_engine_random() ^ (unsigned long)i, &rt->plan);
+    at_plan_cert(&in, &pol, now, backoff_rnd(cc, in.last_failure), &rt->plan);
     rt->have_cert = in.have_cert && !in.revoked;
     rt->ari_next = rt->have_cert ? (jtime(ari, "next_check") ? jtime(ari, "next_check") : now) : 0;
     rt->dirty = 0;
@@ -411,7 +440,7 @@ static void record_failure(at_engine *e, at_task *t, time_t now)
 
     pol.retry_base = e->conf->retry_base > 0 ? e->conf->retry_base : 60;
     pol.retry_max = e->conf->retry_max > 0 ? e->conf->retry_max : 21600;
-    delay = at_plan_backoff(failures, &pol, at_engine_random());
+    delay = at_plan_backoff(failures, &pol, backoff_rnd(cc, now));
     json_object_set_new(st, "failures", json_integer(failures));
     json_object_set_new(st, "last_attempt", json_integer((json_int_t)now));
     ej = at_error_to_json(&t->err);
