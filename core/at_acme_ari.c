@@ -66,7 +66,7 @@ static void on_ari(at_acme_op *op, at_op_req *r, const at_http_resp *resp,
     op->ari.start = start;
     op->ari.end = end;
     ra = at_http_retry_after(resp, now);
-    op->ari.retry_after = ra >= 0 ? now + ra : 0;
+    op->ari.retry_after = ra >= 0 ? at_time_after(now, ra) : 0;
     u = at_json_str(obj, "explanationURL");
     if (u && strlen(u) < sizeof(op->ari.explanation_url))
         snprintf(op->ari.explanation_url, sizeof(op->ari.explanation_url), "%s", u);

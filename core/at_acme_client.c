@@ -12,6 +12,7 @@
 
 #include "at_b64.h"
 #include "at_jose.h"
+#include "at_time.h"
 
 #define AT_EXCH_DEFAULT_NONCE_RETRIES 5
 #define AT_EXCH_MAX_TRANSIENT         3   /* retries of idempotent requests */
@@ -344,7 +345,7 @@ static void transient(at_acme_exch *x, const char *what, const at_error *terr,
     if (x->transient < AT_EXCH_MAX_TRANSIENT && (x->st == X_NONCE_SENT || idempotent(x)) &&
         ra <= AT_EXCH_MAX_RETRY_AFTER) {
         x->transient++;
-        x->until = now + (ra > 0 ? ra : backoff(x->transient));
+        x->until = ra > 0 ? at_time_after(now, ra) : now + backoff(x->transient);
         x->st = X_WAIT;
         at_http_resp_free(resp);
         return;

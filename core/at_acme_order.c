@@ -17,6 +17,7 @@
 
 #include "at_b64.h"
 #include "at_jose.h"
+#include "at_time.h"
 #include "at_x509.h"
 
 #define POLL_FIRST        1     /* seconds before the first poll */
@@ -224,7 +225,7 @@ static int schedule(at_acme_op *op, const at_http_resp *resp, time_t now, time_t
         wait = (long)(deadline - now);
     if (wait < 1)
         wait = 1;
-    *next = now + wait;
+    *next = ra > 0 ? at_time_after(now, ra) : now + wait;
     at_op_wake_at(op, *next);
     return 0;
 }

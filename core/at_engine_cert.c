@@ -446,9 +446,10 @@ static void record_failure(at_engine *e, at_task *t, time_t now)
     ej = at_error_to_json(&t->err);
     json_object_set_new(st, "last_error", ej ? ej : json_null());
     if (t->err.retry_after >= 0) {
-        json_object_set_new(st, "retry_after", json_integer((json_int_t)(now + t->err.retry_after)));
-        if (t->err.retry_after > delay)
-            delay = t->err.retry_after;
+        time_t not_before = at_time_after(now, t->err.retry_after);
+        json_object_set_new(st, "retry_after", json_integer((json_int_t)not_before));
+        if (not_before - now > delay)
+            delay = (long)(not_before - now);
     } else {
         json_object_del(st, "retry_after");
     }
@@ -576,8 +577,8 @@ void at_engine_ari_done(at_engine *e, at_task *t, time_t now)
         rt->dirty = 1;
     } else {
         long wait = t->err.code == AT_ERR_NOTFOUND ? 24 * 3600 : AT_ARI_ERROR_RECHECK;
-        if (t->err.retry_after > wait)
-            wait = t->err.retry_after;
+        if (t->err.retry_after >= 0 && at_time_after(now, t->err.retry_after) - now > wait)
+            wait = (long)(at_time_after(now, t->err.retry_after) - now);
         json_object_set_new(ari, "next_check", json_integer((json_int_t)(now + wait)));
         if (t->err.code != AT_ERR_NOTFOUND)
             at_log(&e->log, AT_LOG_INFO, "renewal information for %s: %s", cc->id, t->err.msg);

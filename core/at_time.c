@@ -30,6 +30,11 @@ void at_time_set_fake(time_t t)
     atomic_store(&fake_now, (long long)t);
 }
 
+time_t at_time_after(time_t now, long seconds)
+{
+    return now + (seconds > 0 ? (time_t)seconds : 0) + 1;
+}
+
 long long at_time_now_ms(void)
 {
     long long f = atomic_load(&fake_now);

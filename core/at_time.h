@@ -22,6 +22,12 @@ char *at_time_format(time_t t, char *buf, size_t size);
  * are read, independent of the locale. */
 long at_time_retry_after(const char *value, time_t now);
 
+/* When a wait of `seconds` that a server asked for (Retry-After) is over,
+ * on this whole-second clock. `now` is up to a second behind the instant
+ * the answer arrived (12:00:00.9 reads as 12:00:00), so the end is rounded
+ * up: a wait a CA asked for never ends early. */
+time_t at_time_after(time_t now, long seconds);
+
 /* Wall clock, overridable for tests via at_time_set_fake(). */
 time_t at_time_now(void);
 void   at_time_set_fake(time_t t);   /* 0 to return to the real clock */

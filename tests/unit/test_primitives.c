@@ -321,6 +321,11 @@ static void t_retry_after(void)
     };
     for (int i = 0; bad[i]; i++)
         AT_CHECK_MSG(at_time_retry_after(bad[i], now) == -1, "\"%s\" accepted", bad[i]);
+    /* On a whole-second clock a requested wait ends a second later: the
+     * answer may have arrived at the very end of second `now`. */
+    AT_CHECK_INT(at_time_after(now, 120), now + 121);
+    AT_CHECK_INT(at_time_after(now, 0), now + 1);
+    AT_CHECK_INT(at_time_after(now, -3), now + 1);
 }
 
 /* ------------------------------------------------------------------- keys */
