@@ -72,6 +72,44 @@ int at_conf_set_globals(at_conf *conf, const char *store_dir, const at_global_se
  * its names). */
 size_t at_conf_live_size_hint(const at_conf *conf);
 
+/* ------------------------------------------------- directive arguments */
+
+/* The checks a directive with several arguments needs beyond each value's
+ * parser (at_conf.h), so both hosts refuse the same lists with the same
+ * words. As with those parsers the host puts the directive name in front
+ * of a message; `directive` only appears in the example some messages end
+ * with ("..., e.g. AutoTLSKeys ec:P-256 rsa:2048"). */
+
+/* 1 to AT_MAX_NAMES_PER_CERT names (at_parse_name each), duplicates
+ * dropped: *names is a malloc'd array of malloc'd normalised names (free it
+ * with at_parse_names_free). */
+int  at_parse_names(const char *directive, const char *const *args, size_t n, char ***names,
+                    size_t *nnames, at_error *err);
+void at_parse_names_free(char **names, size_t n);
+
+/* One or two key types, at most one EC and one RSA: out[0..*nout). */
+int at_parse_key_specs(const char *directive, const char *const *args, size_t n,
+                       at_key_spec out[2], size_t *nout, at_error *err);
+
+/* Challenge types in order of preference, each at most once. */
+int at_parse_challenges(const char *const *args, size_t n,
+                        at_challenge_type out[AT_MAX_CHALLENGES], size_t *nout, at_error *err);
+
+/* The EAB MAC algorithm: NULL means HS256; *alg is a static "HS256",
+ * "HS384" or "HS512" (any case accepted). */
+int at_parse_eab_alg(const char *s, const char **alg, at_error *err);
+
+/* The common name of the root a preferred chain ends in: 1 to 255 bytes,
+ * no control character. */
+int at_parse_preferred_chain(const char *directive, const char *s, at_error *err);
+
+/* MIN [MAX] durations of the retry delay; MAX (NULL: six hours, or MIN if
+ * longer) must not be shorter than MIN. */
+int at_parse_retry_delay(const char *directive, const char *min, const char *max,
+                         long *lo, long *hi, at_error *err);
+
+/* ------------------------------------------------------------ questions */
+
 /* Is host (lowercase, no trailing dot) served by a managed certificate? */
 int at_conf_manages(const at_conf *conf, const char *host);
 

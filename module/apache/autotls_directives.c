@@ -20,8 +20,6 @@
 
 APLOG_USE_MODULE(autotls);
 
-#define MAX_NAMES 100
-
 void *at_ap_srv_create(apr_pool_t *p, server_rec *s)
 {
     at_ap_srv *sc = apr_pcalloc(p, sizeof(*sc));
@@ -209,27 +207,18 @@ static const char *cmd_names(cmd_parms *cmd, void *dc, int argc, char *const arg
     at_ap_srv *sc = srv(cmd);
     at_error err = AT_ERROR_INIT;
     const char *e;
+    char **names;
+    size_t n;
 
     (void)dc;
     if ((e = vhost_only(cmd)))
         return e;
-    if (argc < 1)
-        return "AutoTLSNames: give at least one name, e.g. AutoTLSNames example.com www.example.com";
-    if (argc > MAX_NAMES)
-        return apr_psprintf(cmd->pool, "AutoTLSNames: %d names given; a certificate holds at most %d",
-                            argc, MAX_NAMES);
-    sc->names = apr_array_make(cmd->pool, argc, sizeof(const char *));
-    for (int i = 0; i < argc; i++) {
-        char name[256];
-        int dup = 0;
-        if (at_parse_name(argv[i], name, sizeof(name), &err) != 0)
-            return fail(cmd, &err);
-        for (int k = 0; k < sc->names->nelts; k++)
-            if (strcmp(APR_ARRAY_IDX(sc->names, k, const char *), name) == 0)
-                dup = 1;
-        if (!dup)
-            APR_ARRAY_PUSH(sc->names, const char *) = apr_pstrdup(cmd->pool, name);
-    }
+    if (at_parse_names(cmd->cmd->name, (const char *const *)argv, (size_t)argc, &names, &n, &err) != 0)
+        return fail(cmd, &err);
+    sc->names = apr_array_make(cmd->pool, (int)n, sizeof(const char *));
+    for (size_t i = 0; i < n; i++)
+        APR_ARRAY_PUSH(sc->names, const char *) = apr_pstrdup(cmd->pool, names[i]);
+    at_parse_names_free(names, n);
     return NULL;
 }
 
@@ -310,27 +299,14 @@ static const char *cmd_keys(cmd_parms *cmd, void *dc, int argc, char *const argv
 {
     at_ap_srv *sc = srv(cmd);
     at_error err = AT_ERROR_INIT;
-    apr_array_header_t *keys;
+    at_key_spec keys[2];
+    size_t n;
+
     (void)dc;
-    if (argc < 1)
-        return "AutoTLSKeys: give one or two key types, e.g. AutoTLSKeys ec:P-256 rsa:2048";
-    if (argc > 2)
-        return apr_psprintf(cmd->pool, "AutoTLSKeys: %d key types given; give at most one EC and "
-                            "one RSA type, e.g. AutoTLSKeys ec:P-256 rsa:2048", argc);
-    keys = apr_array_make(cmd->pool, argc, sizeof(at_key_spec));
-    for (int i = 0; i < argc; i++) {
-        at_key_spec spec;
-        if (at_parse_key_spec(argv[i], &spec, &err) != 0)
-            return fail(cmd, &err);
-        for (int k = 0; k < keys->nelts; k++)
-            if (APR_ARRAY_IDX(keys, k, at_key_spec).kind == spec.kind)
-                return apr_psprintf(cmd->pool, "AutoTLSKeys: '%s' repeats the %s key type; give at "
-                                    "most one EC and one RSA type, e.g. AutoTLSKeys ec:P-256 rsa:2048",
-                                    argv[i], spec.kind == AT_KEY_EC ? "EC" : "RSA");
-        APR_ARRAY_PUSH(keys, at_key_spec) = spec;
-    }
-    sc->set.keys = (const at_key_spec *)keys->elts;
-    sc->set.nkeys = (size_t)keys->nelts;
+    if (at_parse_key_specs(cmd->cmd->name, (const char *const *)argv, (size_t)argc, keys, &n, &err) != 0)
+        return fail(cmd, &err);
+    sc->set.keys = apr_pmemdup(cmd->pool, keys, n * sizeof(keys[0]));
+    sc->set.nkeys = n;
     return NULL;
 }
 
@@ -338,23 +314,14 @@ static const char *cmd_challenges(cmd_parms *cmd, void *dc, int argc, char *cons
 {
     at_ap_srv *sc = srv(cmd);
     at_error err = AT_ERROR_INIT;
-    apr_array_header_t *challenges;
+    at_challenge_type types[AT_MAX_CHALLENGES];
+    size_t n;
+
     (void)dc;
-    if (argc < 1)
-        return "AutoTLSChallenges: give one or more of tls-alpn-01 http-01 dns-01, in order of preference";
-    challenges = apr_array_make(cmd->pool, argc, sizeof(at_challenge_type));
-    for (int i = 0; i < argc; i++) {
-        at_challenge_type t;
-        if (at_parse_challenge(argv[i], &t, &err) != 0)
-            return fail(cmd, &err);
-        for (int k = 0; k < challenges->nelts; k++)
-            if (APR_ARRAY_IDX(challenges, k, at_challenge_type) == t)
-                return apr_psprintf(cmd->pool, "AutoTLSChallenges: '%s' is listed twice; list each of "
-                                    "tls-alpn-01 http-01 dns-01 at most once", argv[i]);
-        APR_ARRAY_PUSH(challenges, at_challenge_type) = t;
-    }
-    sc->set.challenges = (const at_challenge_type *)challenges->elts;
-    sc->set.nchallenges = (size_t)challenges->nelts;
+    if (at_parse_challenges((const char *const *)argv, (size_t)argc, types, &n, &err) != 0)
+        return fail(cmd, &err);
+    sc->set.challenges = apr_pmemdup(cmd->pool, types, n * sizeof(types[0]));
+    sc->set.nchallenges = n;
     return NULL;
 }
 
@@ -382,21 +349,11 @@ static const char *cmd_eab(cmd_parms *cmd, void *dc, const char *kid, const char
 {
     at_ap_srv *sc = srv(cmd);
     at_error err = AT_ERROR_INIT;
-    const char *a = "HS256";
+    const char *a;
+
     (void)dc;
-    if (at_parse_eab(kid, key, &err) != 0)
+    if (at_parse_eab(kid, key, &err) != 0 || at_parse_eab_alg(alg, &a, &err) != 0)
         return fail(cmd, &err);
-    if (alg) {
-        if (strcasecmp(alg, "HS256") == 0)
-            a = "HS256";
-        else if (strcasecmp(alg, "HS384") == 0)
-            a = "HS384";
-        else if (strcasecmp(alg, "HS512") == 0)
-            a = "HS512";
-        else
-            return apr_psprintf(cmd->pool, "AutoTLSEAB: '%s' is not a MAC algorithm; use HS256 "
-                                "(the default), HS384 or HS512", alg);
-    }
     sc->set.eab_kid = kid;
     sc->set.eab_key = key;
     sc->set.eab_alg = a;
@@ -405,17 +362,11 @@ static const char *cmd_eab(cmd_parms *cmd, void *dc, const char *kid, const char
 
 static const char *cmd_chain(cmd_parms *cmd, void *dc, const char *arg)
 {
-    size_t n = strlen(arg);
+    at_error err = AT_ERROR_INIT;
+
     (void)dc;
-    if (n == 0 || n > 255)
-        return apr_psprintf(cmd->pool, "AutoTLSPreferredChain: '%s' is not an issuer name; give the "
-                            "common name (1 to 255 characters) of the root the chain should end in, "
-                            "e.g. AutoTLSPreferredChain \"ISRG Root X1\"", arg);
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)arg[i] < 0x20 || arg[i] == 0x7f)
-            return apr_psprintf(cmd->pool, "AutoTLSPreferredChain: the issuer name contains a control "
-                                "character; give the common name of the root, e.g. "
-                                "AutoTLSPreferredChain \"ISRG Root X1\"");
+    if (at_parse_preferred_chain(cmd->cmd->name, arg, &err) != 0)
+        return fail(cmd, &err);
     srv(cmd)->set.preferred_chain = arg;
     return NULL;
 }
@@ -469,21 +420,12 @@ static const char *cmd_retry(cmd_parms *cmd, void *dc, const char *min, const ch
     at_error err = AT_ERROR_INIT;
     const char *e;
     long lo, hi;
+
     (void)dc;
     if ((e = global_only(cmd)))
         return e;
-    if (at_parse_duration(min, &lo, &err) != 0)
+    if (at_parse_retry_delay(cmd->cmd->name, min, max, &lo, &hi, &err) != 0)
         return fail(cmd, &err);
-    if (max) {
-        if (at_parse_duration(max, &hi, &err) != 0)
-            return fail(cmd, &err);
-        if (hi < lo)
-            return apr_psprintf(cmd->pool, "AutoTLSRetryDelay: the longest delay '%s' is shorter than "
-                                "the first '%s'; give MIN [MAX] with MAX >= MIN, e.g. "
-                                "AutoTLSRetryDelay 1m 6h", max, min);
-    } else {
-        hi = lo > 21600 ? lo : 21600;
-    }
     sc->glob.retry_min = lo;
     sc->glob.retry_max = hi;
     return NULL;

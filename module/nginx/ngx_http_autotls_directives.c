@@ -14,8 +14,6 @@
 
 #include "at_key.h"
 
-#define MAX_NAMES AT_MAX_NAMES_PER_CERT
-
 /* ------------------------------------------------------------- helpers */
 
 /* "autotls_keys: <what the core said>", with nginx's " in FILE:LINE". */
@@ -36,6 +34,14 @@ static const char *pool_str(ngx_pool_t *p, const u_char *s, size_t len)
     return r;
 }
 
+static void *pool_dup(ngx_pool_t *p, const void *src, size_t n)
+{
+    void *r = ngx_palloc(p, n);
+    if (r)
+        ngx_memcpy(r, src, n);
+    return r;
+}
+
 /* Copy a malloc'd string from the core into the pool. */
 static const char *pool_take(ngx_pool_t *p, char *s)
 {
@@ -47,6 +53,16 @@ static const char *pool_take(ngx_pool_t *p, char *s)
 static ngx_str_t *args(ngx_conf_t *cf)
 {
     return cf->args->elts;
+}
+
+/* The directive's arguments as C strings (nginx ends each with a NUL). */
+static const char *const *argv_of(ngx_conf_t *cf)
+{
+    const char **v = ngx_palloc(cf->pool, cf->args->nelts * sizeof(*v));
+
+    for (ngx_uint_t i = 1; v && i < cf->args->nelts; i++)
+        v[i - 1] = (const char *)args(cf)[i].data;
+    return v;
 }
 
 /* A file name as nginx's own directives take it: relative to the
@@ -167,34 +183,24 @@ static char *cmd_names(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     at_ngx_srv_conf_t *ascf = conf;
     at_error err = AT_ERROR_INIT;
-    ngx_uint_t n = cf->args->nelts - 1;
+    const char *const *argv = argv_of(cf);
+    char **names;
+    size_t n;
 
     if (ascf->names)
         return "is duplicate";
-    if (n > MAX_NAMES) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%V: %ui names given; a certificate holds at most %d",
-                           &cmd->name, n, MAX_NAMES);
+    if (argv == NULL)
         return NGX_CONF_ERROR;
-    }
+    if (at_parse_names((const char *)cmd->name.data, argv, cf->args->nelts - 1, &names, &n, &err) != 0)
+        return fail(cf, cmd, &err);
     ascf->names = ngx_array_create(cf->pool, n, sizeof(const char *));
-    if (ascf->names == NULL)
-        return NGX_CONF_ERROR;
-    for (ngx_uint_t i = 1; i <= n; i++) {
-        char name[256];
-        const char **slot, **have = ascf->names->elts;
-        int dup = 0;
-        if (at_parse_name((const char *)args(cf)[i].data, name, sizeof(name), &err) != 0)
-            return fail(cf, cmd, &err);
-        for (ngx_uint_t k = 0; k < ascf->names->nelts; k++)
-            if (strcmp(have[k], name) == 0)
-                dup = 1;
-        if (dup)
-            continue;
-        if ((slot = ngx_array_push(ascf->names)) == NULL ||
-            (*slot = pool_str(cf->pool, (u_char *)name, strlen(name))) == NULL)
-            return NGX_CONF_ERROR;
+    for (size_t i = 0; ascf->names && i < n; i++) {
+        const char **slot = ngx_array_push(ascf->names);
+        if (slot == NULL || (*slot = pool_str(cf->pool, (u_char *)names[i], strlen(names[i]))) == NULL)
+            ascf->names = NULL;
     }
-    return NGX_CONF_OK;
+    at_parse_names_free(names, n);
+    return ascf->names ? NGX_CONF_OK : NGX_CONF_ERROR;
 }
 
 static char *cmd_ca(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
@@ -298,70 +304,38 @@ static char *cmd_keys(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     at_ngx_srv_conf_t *ascf = conf;
     at_error err = AT_ERROR_INIT;
-    ngx_uint_t n = cf->args->nelts - 1;
-    ngx_array_t *keys;
+    const char *const *argv = argv_of(cf);
+    at_key_spec keys[2];
+    size_t n;
 
     if (ascf->set.keys)
         return "is duplicate";
-    if (n > 2) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%V: %ui key types given; give at most one EC and "
-                           "one RSA type, e.g. %V ec:P-256 rsa:2048", &cmd->name, n, &cmd->name);
+    if (argv == NULL)
         return NGX_CONF_ERROR;
-    }
-    keys = ngx_array_create(cf->pool, n, sizeof(at_key_spec));
-    if (keys == NULL)
-        return NGX_CONF_ERROR;
-    for (ngx_uint_t i = 1; i <= n; i++) {
-        at_key_spec spec, *have = keys->elts, *slot;
-        if (at_parse_key_spec((const char *)args(cf)[i].data, &spec, &err) != 0)
-            return fail(cf, cmd, &err);
-        for (ngx_uint_t k = 0; k < keys->nelts; k++) {
-            if (have[k].kind == spec.kind) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%V: '%V' repeats the %s key type; give at most "
-                                   "one EC and one RSA type, e.g. %V ec:P-256 rsa:2048", &cmd->name,
-                                   &args(cf)[i], spec.kind == AT_KEY_EC ? "EC" : "RSA", &cmd->name);
-                return NGX_CONF_ERROR;
-            }
-        }
-        if ((slot = ngx_array_push(keys)) == NULL)
-            return NGX_CONF_ERROR;
-        *slot = spec;
-    }
-    ascf->set.keys = keys->elts;
-    ascf->set.nkeys = keys->nelts;
-    return NGX_CONF_OK;
+    if (at_parse_key_specs((const char *)cmd->name.data, argv, cf->args->nelts - 1, keys, &n, &err) != 0)
+        return fail(cf, cmd, &err);
+    ascf->set.keys = pool_dup(cf->pool, keys, n * sizeof(keys[0]));
+    ascf->set.nkeys = n;
+    return ascf->set.keys ? NGX_CONF_OK : NGX_CONF_ERROR;
 }
 
 static char *cmd_challenges(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     at_ngx_srv_conf_t *ascf = conf;
     at_error err = AT_ERROR_INIT;
-    ngx_uint_t n = cf->args->nelts - 1;
-    ngx_array_t *challenges;
+    const char *const *argv = argv_of(cf);
+    at_challenge_type types[AT_MAX_CHALLENGES];
+    size_t n;
 
     if (ascf->set.challenges)
         return "is duplicate";
-    challenges = ngx_array_create(cf->pool, n, sizeof(at_challenge_type));
-    if (challenges == NULL)
+    if (argv == NULL)
         return NGX_CONF_ERROR;
-    for (ngx_uint_t i = 1; i <= n; i++) {
-        at_challenge_type t, *have = challenges->elts, *slot;
-        if (at_parse_challenge((const char *)args(cf)[i].data, &t, &err) != 0)
-            return fail(cf, cmd, &err);
-        for (ngx_uint_t k = 0; k < challenges->nelts; k++) {
-            if (have[k] == t) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%V: '%V' is listed twice; list each of "
-                                   "tls-alpn-01 http-01 dns-01 at most once", &cmd->name, &args(cf)[i]);
-                return NGX_CONF_ERROR;
-            }
-        }
-        if ((slot = ngx_array_push(challenges)) == NULL)
-            return NGX_CONF_ERROR;
-        *slot = t;
-    }
-    ascf->set.challenges = challenges->elts;
-    ascf->set.nchallenges = challenges->nelts;
-    return NGX_CONF_OK;
+    if (at_parse_challenges(argv, cf->args->nelts - 1, types, &n, &err) != 0)
+        return fail(cf, cmd, &err);
+    ascf->set.challenges = pool_dup(cf->pool, types, n * sizeof(types[0]));
+    ascf->set.nchallenges = n;
+    return ascf->set.challenges ? NGX_CONF_OK : NGX_CONF_ERROR;
 }
 
 static char *cmd_window(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
@@ -391,27 +365,16 @@ static char *cmd_profile(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 static char *cmd_eab(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    static const char *const algs[] = { "HS256", "HS384", "HS512" };
     at_ngx_srv_conf_t *ascf = conf;
     at_error err = AT_ERROR_INIT;
     const char *kid = (const char *)args(cf)[1].data, *key = (const char *)args(cf)[2].data;
-    const char *alg = algs[0];
+    const char *alg;
 
     if (ascf->set.eab_kid)
         return "is duplicate";
-    if (at_parse_eab(kid, key, &err) != 0)
+    if (at_parse_eab(kid, key, &err) != 0 ||
+        at_parse_eab_alg(cf->args->nelts == 4 ? (const char *)args(cf)[3].data : NULL, &alg, &err) != 0)
         return fail(cf, cmd, &err);
-    if (cf->args->nelts == 4) {
-        alg = NULL;
-        for (size_t i = 0; i < sizeof(algs) / sizeof(algs[0]); i++)
-            if (strcasecmp((const char *)args(cf)[3].data, algs[i]) == 0)
-                alg = algs[i];
-        if (alg == NULL) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%V: '%V' is not a MAC algorithm; use HS256 "
-                               "(the default), HS384 or HS512", &cmd->name, &args(cf)[3]);
-            return NGX_CONF_ERROR;
-        }
-    }
     ascf->set.eab_kid = kid;
     ascf->set.eab_key = key;
     ascf->set.eab_alg = alg;
@@ -421,25 +384,14 @@ static char *cmd_eab(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 static char *cmd_chain(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     at_ngx_srv_conf_t *ascf = conf;
-    ngx_str_t *v = &args(cf)[1];
+    at_error err = AT_ERROR_INIT;
+    const char *v = (const char *)args(cf)[1].data;
 
     if (ascf->set.preferred_chain)
         return "is duplicate";
-    if (v->len == 0 || v->len > 255) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%V: '%V' is not an issuer name; give the common name "
-                           "(1 to 255 characters) of the root the chain should end in, e.g. "
-                           "%V \"ISRG Root X1\"", &cmd->name, v, &cmd->name);
-        return NGX_CONF_ERROR;
-    }
-    for (size_t i = 0; i < v->len; i++) {
-        if (v->data[i] < 0x20 || v->data[i] == 0x7f) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%V: the issuer name contains a control character; "
-                               "give the common name of the root, e.g. %V \"ISRG Root X1\"",
-                               &cmd->name, &cmd->name);
-            return NGX_CONF_ERROR;
-        }
-    }
-    ascf->set.preferred_chain = (const char *)v->data;
+    if (at_parse_preferred_chain((const char *)cmd->name.data, v, &err) != 0)
+        return fail(cf, cmd, &err);
+    ascf->set.preferred_chain = v;
     return NGX_CONF_OK;
 }
 
@@ -483,21 +435,10 @@ static char *cmd_retry_delay(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (amcf->glob.retry_min != AT_NGX_UNSET)
         return "is duplicate";
-    if (at_parse_duration((const char *)args(cf)[1].data, &lo, &err) != 0)
+    if (at_parse_retry_delay((const char *)cmd->name.data, (const char *)args(cf)[1].data,
+                             cf->args->nelts > 2 ? (const char *)args(cf)[2].data : NULL,
+                             &lo, &hi, &err) != 0)
         return fail(cf, cmd, &err);
-    if (cf->args->nelts > 2) {
-        if (at_parse_duration((const char *)args(cf)[2].data, &hi, &err) != 0)
-            return fail(cf, cmd, &err);
-        if (hi < lo) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "autotls_retry_delay: the longest delay '%V' is shorter than the "
-                               "first '%V'; give MIN [MAX] with MAX >= MIN, e.g. "
-                               "autotls_retry_delay 1m 6h;", &args(cf)[2], &args(cf)[1]);
-            return NGX_CONF_ERROR;
-        }
-    } else {
-        hi = lo > 21600 ? lo : 21600;
-    }
     amcf->glob.retry_min = lo;
     amcf->glob.retry_max = hi;
     return NGX_CONF_OK;

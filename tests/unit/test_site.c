@@ -5,6 +5,7 @@
  */
 #include "at_test.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -196,12 +197,141 @@ static void t_names(void)
     at_conf_free(conf);
 }
 
+/* ------------------------------------------------- directive arguments */
+
+static void t_parse_names(void)
+{
+    const char *args[AT_MAX_NAMES_PER_CERT + 1];
+    char **names = NULL, buf[AT_MAX_NAMES_PER_CERT + 1][32];
+    size_t n = 0;
+    at_error err = AT_ERROR_INIT;
+
+    args[0] = "A.test.";
+    args[1] = "www.a.test";
+    args[2] = "a.test";            /* the same as the first, normalised */
+    args[3] = "*.a.test";
+    AT_CHECK_OK(at_parse_names("Names", args, 4, &names, &n, &err), &err);
+    AT_CHECK_INT(n, 3);
+    AT_CHECK_STR(names[0], "a.test");
+    AT_CHECK_STR(names[1], "www.a.test");
+    AT_CHECK_STR(names[2], "*.a.test");
+    at_parse_names_free(names, n);
+
+    AT_CHECK_INT(at_parse_names("Names", args, 0, &names, &n, &err), -1);
+    AT_CHECK_STR(err.msg, "give at least one name, e.g. Names example.com www.example.com");
+    AT_CHECK(names == NULL && n == 0);
+    at_error_clear(&err);
+    args[1] = "bad_name!.test";
+    AT_CHECK_INT(at_parse_names(NULL, args, 2, &names, &n, &err), -1);
+    AT_CHECK_CONTAINS(err.msg, "bad_name!.test");
+    at_error_clear(&err);
+    for (int i = 0; i <= AT_MAX_NAMES_PER_CERT; i++) {
+        snprintf(buf[i], sizeof(buf[i]), "n%d.test", i);
+        args[i] = buf[i];
+    }
+    AT_CHECK_OK(at_parse_names(NULL, args, AT_MAX_NAMES_PER_CERT, &names, &n, &err), &err);
+    AT_CHECK_INT(n, AT_MAX_NAMES_PER_CERT);
+    at_parse_names_free(names, n);
+    AT_CHECK_INT(at_parse_names(NULL, args, AT_MAX_NAMES_PER_CERT + 1, &names, &n, &err), -1);
+    AT_CHECK_STR(err.msg, "101 names given; a certificate holds at most 100");
+    at_error_clear(&err);
+}
+
+static void t_parse_keys_and_challenges(void)
+{
+    const char *args[4];
+    at_key_spec k[2];
+    at_challenge_type t[AT_MAX_CHALLENGES];
+    size_t n;
+    at_error err = AT_ERROR_INIT;
+
+    args[0] = "rsa:3072";
+    args[1] = "ec:P-384";
+    AT_CHECK_OK(at_parse_key_specs("Keys", args, 2, k, &n, &err), &err);
+    AT_CHECK_INT(n, 2);
+    AT_CHECK(k[0].kind == AT_KEY_RSA && k[0].bits == 3072);
+    AT_CHECK(k[1].kind == AT_KEY_EC && k[1].bits == 384);
+    args[1] = "rsa:2048";
+    AT_CHECK_INT(at_parse_key_specs("Keys", args, 2, k, &n, &err), -1);
+    AT_CHECK_STR(err.msg, "'rsa:2048' repeats the RSA key type; give at most one EC and one RSA type, "
+                          "e.g. Keys ec:P-256 rsa:2048");
+    at_error_clear(&err);
+    args[2] = "ec:P-256";
+    AT_CHECK_INT(at_parse_key_specs(NULL, args, 3, k, &n, &err), -1);
+    AT_CHECK_STR(err.msg, "3 key types given; give at most one EC and one RSA type, e.g. ec:P-256 rsa:2048");
+    at_error_clear(&err);
+    AT_CHECK_INT(at_parse_key_specs("Keys", args, 0, k, &n, &err), -1);
+    AT_CHECK_CONTAINS(err.msg, "give one or two key types");
+    at_error_clear(&err);
+    args[0] = "ec:P-999";
+    AT_CHECK_INT(at_parse_key_specs("Keys", args, 1, k, &n, &err), -1);
+    AT_CHECK_CONTAINS(err.msg, "ec:P-999");
+    at_error_clear(&err);
+
+    args[0] = "http-01";
+    args[1] = "dns-01";
+    args[2] = "tls-alpn-01";
+    AT_CHECK_OK(at_parse_challenges(args, 3, t, &n, &err), &err);
+    AT_CHECK_INT(n, 3);
+    AT_CHECK(t[0] == AT_CHAL_HTTP01 && t[1] == AT_CHAL_DNS01 && t[2] == AT_CHAL_TLSALPN01);
+    args[3] = "dns-01";
+    AT_CHECK_INT(at_parse_challenges(args, 4, t, &n, &err), -1);
+    AT_CHECK_STR(err.msg, "'dns-01' is listed twice; list each of tls-alpn-01 http-01 dns-01 at most once");
+    at_error_clear(&err);
+    AT_CHECK_INT(at_parse_challenges(args, 0, t, &n, &err), -1);
+    AT_CHECK_CONTAINS(err.msg, "in order of preference");
+    at_error_clear(&err);
+}
+
+static void t_parse_single_checks(void)
+{
+    at_error err = AT_ERROR_INIT;
+    const char *alg = NULL;
+    long lo = 0, hi = 0;
+
+    AT_CHECK_OK(at_parse_eab_alg(NULL, &alg, &err), &err);
+    AT_CHECK_STR(alg, "HS256");
+    AT_CHECK_OK(at_parse_eab_alg("hs512", &alg, &err), &err);
+    AT_CHECK_STR(alg, "HS512");
+    AT_CHECK_INT(at_parse_eab_alg("HS999", &alg, &err), -1);
+    AT_CHECK_STR(err.msg, "'HS999' is not a MAC algorithm; use HS256 (the default), HS384 or HS512");
+    at_error_clear(&err);
+
+    AT_CHECK_OK(at_parse_preferred_chain("Chain", "ISRG Root X1", &err), &err);
+    AT_CHECK_INT(at_parse_preferred_chain("Chain", "", &err), -1);
+    AT_CHECK_STR(err.msg, "'' is not an issuer name; give the common name (1 to 255 characters) of the "
+                          "root the chain should end in, e.g. Chain \"ISRG Root X1\"");
+    at_error_clear(&err);
+    AT_CHECK_INT(at_parse_preferred_chain("Chain", "Root\tX", &err), -1);
+    AT_CHECK_CONTAINS(err.msg, "control character");
+    at_error_clear(&err);
+
+    AT_CHECK_OK(at_parse_retry_delay("Retry", "30s", NULL, &lo, &hi, &err), &err);
+    AT_CHECK_INT(lo, 30);
+    AT_CHECK_INT(hi, 21600);
+    AT_CHECK_OK(at_parse_retry_delay("Retry", "12h", NULL, &lo, &hi, &err), &err);
+    AT_CHECK_INT(hi, 43200);                   /* never shorter than the first */
+    AT_CHECK_OK(at_parse_retry_delay("Retry", "1m", "2h", &lo, &hi, &err), &err);
+    AT_CHECK_INT(lo, 60);
+    AT_CHECK_INT(hi, 7200);
+    AT_CHECK_INT(at_parse_retry_delay("Retry", "1h", "1m", &lo, &hi, &err), -1);
+    AT_CHECK_STR(err.msg, "the longest delay '1m' is shorter than the first '1h'; give MIN [MAX] with "
+                          "MAX >= MIN, e.g. Retry 1m 6h");
+    at_error_clear(&err);
+    AT_CHECK_INT(at_parse_retry_delay("Retry", "soon", NULL, &lo, &hi, &err), -1);
+    AT_CHECK_CONTAINS(err.msg, "soon");
+    at_error_clear(&err);
+}
+
 static const at_test_case cases[] = {
     AT_CASE(t_init_is_unset),
     AT_CASE(t_inherit),
     AT_CASE(t_site_conf),
     AT_CASE(t_globals),
     AT_CASE(t_names),
+    AT_CASE(t_parse_names),
+    AT_CASE(t_parse_keys_and_challenges),
+    AT_CASE(t_parse_single_checks),
     AT_CASE_END
 };
 
