@@ -173,6 +173,7 @@ static void task_free(at_engine *e, at_task *t)
         free(t->contact[i]);
     free(t->contact);
     json_decref(t->result);
+    free(t->saved_url);
     at_error_clear(&t->err);
     free(t);
 }
@@ -500,17 +501,30 @@ static void task_checkpoint(at_engine *e, at_task *t)
     at_buf key = AT_BUF_INIT;
     json_t *cp;
     const at_cert_conf *cc;
+    const char *url;
 
     if (t->kind != AT_TASK_ORDER || t->cert < 0)
         return;
     cc = &e->conf->certs[t->cert];
+    /* What resuming needs is the order URL (and the key): a resumed order
+     * re-reads its status, authorizations, finalize and certificate URLs
+     * from the CA. So a checkpoint that only moves the status on (ready,
+     * processing, valid) is not written again: each is a set of files with
+     * five fsyncs on the one engine thread. */
+    url = at_acme_op_order_url(t->op);
+    if (url && t->saved_url && strcmp(url, t->saved_url) == 0)
+        return;
     cp = at_acme_op_checkpoint(t->op);
     if (!cp)
         return;
     if (at_key_to_pem(at_acme_op_cert_key(t->op), &key, &err) != 0 ||
-        at_store_order_save(e->store, cc->id, cp, at_buf_str(&key), &err) != 0)
+        at_store_order_save(e->store, cc->id, cp, at_buf_str(&key), &err) != 0) {
         at_log(&e->log, AT_LOG_ERROR, "saving the order for %s: %s (it cannot resume after a restart)",
                cc->names[0], err.msg);
+    } else {
+        free(t->saved_url);
+        t->saved_url = url ? strdup(url) : NULL;
+    }
     json_decref(cp);
     at_buf_free_secret(&key);
     at_error_clear(&err);

@@ -60,6 +60,7 @@ struct at_task {
     time_t       wait_until;    /* from the op's WAIT step */
     time_t       started;
     int          is_renewal;    /* a certificate existed when the order began */
+    char        *saved_url;     /* order URL of the last checkpoint saved, or NULL */
     at_plan_reason reason;
     /* account tasks */
     at_account_action acct_action;

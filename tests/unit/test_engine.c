@@ -502,6 +502,41 @@ static void t_waiting_certs_not_replanned_every_turn(void)
     fix_stop(&f);
 }
 
+static int order_writes;
+
+static int counting_set_write(at_store *st, at_set_kind kind, const char *id, const at_store_file *files,
+                              size_t n, at_error *err)
+{
+    if (kind == AT_SET_ORDER)
+        order_writes++;
+    return real_ops->set_write(st, kind, id, files, n, err);
+}
+
+static void t_checkpoint_only_new_order_urls(void)
+{
+    fix f;
+    const char *names[] = { "cp.example.com" };
+    at_error err = AT_ERROR_INIT;
+    at_store_ops ops;
+    fix_start(&f);
+    add_site(&f, "cp.example.com:443", names, 1, HTTP01, 1, NULL, 0, NULL);
+    real_ops = f.store->ops;
+    ops = *real_ops;
+    ops.set_write = counting_set_write;
+    f.store->ops = &ops;
+    order_writes = 0;
+    at_engine *e = engine(&f);
+    AT_CHECK_OK(at_engine_run_once(e, 60, &err), &err);
+    AT_CHECK(live_has(&f, "cp.example.com", AT_KEY_EC, NULL));
+    /* The order went pending -> ready -> processing -> valid; only the
+     * checkpoint that first named its URL was written (resuming re-reads
+     * the rest from the CA). */
+    AT_CHECK_INT(order_writes, 1);
+    at_engine_free(e);
+    f.store->ops = real_ops;
+    fix_stop(&f);
+}
+
 static void t_failure_backoff_and_problem(void)
 {
     fix f;
@@ -823,6 +858,7 @@ static const at_test_case cases[] = {
     AT_CASE(t_issue_alpn_and_dual_keys),
     AT_CASE(t_concurrent_sites),
     AT_CASE(t_waiting_certs_not_replanned_every_turn),
+    AT_CASE(t_checkpoint_only_new_order_urls),
     AT_CASE(t_failure_backoff_and_problem),
     AT_CASE(t_ca_unreachable),
     AT_CASE(t_resume_after_interruption),
