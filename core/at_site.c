@@ -130,6 +130,25 @@ int at_conf_manages(const at_conf *conf, const char *host)
     return at_conf_certs_for_name(conf, host, out, AT_MAX_KEYS) > 0;
 }
 
+size_t at_site_placeholder_kinds(const at_conf *conf, const char *name, at_key_kind kinds[2])
+{
+    const at_cert_conf *certs[AT_MAX_KEYS];
+    size_t n = conf && name ? at_conf_certs_for_name(conf, name, certs, AT_MAX_KEYS) : 0, k = 0;
+    int ec = n == 0, rsa = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (certs[i]->key.kind == AT_KEY_RSA)
+            rsa = 1;
+        else
+            ec = 1;
+    }
+    if (ec)
+        kinds[k++] = AT_KEY_EC;
+    if (rsa)
+        kinds[k++] = AT_KEY_RSA;
+    return k;
+}
+
 const char *at_site_name_for(const char *const *names, size_t nnames, const char *host)
 {
     if (host && *host)

@@ -113,6 +113,12 @@ int at_parse_retry_delay(const char *directive, const char *min, const char *max
 /* Is host (lowercase, no trailing dot) served by a managed certificate? */
 int at_conf_manages(const at_conf *conf, const char *host);
 
+/* The key kinds of the placeholder certificates the site of name needs so
+ * that every client reaches its 503 page: EC unless all of the site's
+ * certificates are RSA, and RSA when one of them is. Returns how many (1
+ * or 2), EC first. */
+size_t at_site_placeholder_kinds(const at_conf *conf, const char *name, at_key_kind kinds[2]);
+
 /* The name a site serves for a requested host: host itself when one of
  * names covers it (wildcards too), else names[0]. */
 const char *at_site_name_for(const char *const *names, size_t nnames, const char *host);

@@ -157,30 +157,18 @@ out:
  * that only speaks RSA still reaches the 503 page. */
 static int make_placeholders(at_ap_gen *g, at_ap_site *site, const char *dir, apr_pool_t *ptemp)
 {
-    const at_cert_conf *certs[AT_MAX_KEYS];
-    size_t n = at_conf_certs_for_name(g->conf, site->names[0], certs, AT_MAX_KEYS);
-    int want_ec = n == 0, want_rsa = 0;
+    at_key_kind kinds[2];
+    size_t n = at_site_placeholder_kinds(g->conf, site->names[0], kinds);
     char id[256];
 
-    for (size_t i = 0; i < n; i++) {
-        if (certs[i]->key.kind == AT_KEY_RSA)
-            want_rsa = 1;
-        else
-            want_ec = 1;
-    }
     at_store_id(site->id, id, sizeof(id));
     site->nph = 0;
-    if (want_ec) {
-        site->ph_cert[site->nph] = apr_psprintf(g->pool, "%s/%s.ec.cert.pem", dir, id);
-        site->ph_key[site->nph] = apr_psprintf(g->pool, "%s/%s.ec.key.pem", dir, id);
-        if (make_one(site, site->ph_cert[site->nph], site->ph_key[site->nph], "ec:P-256", dir, ptemp) != 0)
-            return -1;
-        site->nph++;
-    }
-    if (want_rsa) {
-        site->ph_cert[site->nph] = apr_psprintf(g->pool, "%s/%s.rsa.cert.pem", dir, id);
-        site->ph_key[site->nph] = apr_psprintf(g->pool, "%s/%s.rsa.key.pem", dir, id);
-        if (make_one(site, site->ph_cert[site->nph], site->ph_key[site->nph], "rsa:2048", dir, ptemp) != 0)
+    for (size_t i = 0; i < n; i++) {
+        const char *kind = kinds[i] == AT_KEY_RSA ? "rsa" : "ec";
+        site->ph_cert[i] = apr_psprintf(g->pool, "%s/%s.%s.cert.pem", dir, id, kind);
+        site->ph_key[i] = apr_psprintf(g->pool, "%s/%s.%s.key.pem", dir, id, kind);
+        if (make_one(site, site->ph_cert[i], site->ph_key[i],
+                     kinds[i] == AT_KEY_RSA ? "rsa:2048" : "ec:P-256", dir, ptemp) != 0)
             return -1;
         site->nph++;
     }

@@ -24,7 +24,8 @@ static char *fail(ngx_conf_t *cf, ngx_command_t *cmd, at_error *err)
     return NGX_CONF_ERROR;
 }
 
-static const char *pool_str(ngx_pool_t *p, const u_char *s, size_t len)
+/* A NUL-terminated copy in the pool (NULL when the pool is out of memory). */
+const char *at_ngx_cstr(ngx_pool_t *p, const u_char *s, size_t len)
 {
     char *r = ngx_pnalloc(p, len + 1);
     if (r) {
@@ -45,7 +46,7 @@ static void *pool_dup(ngx_pool_t *p, const void *src, size_t n)
 /* Copy a malloc'd string from the core into the pool. */
 static const char *pool_take(ngx_pool_t *p, char *s)
 {
-    const char *r = pool_str(p, (const u_char *)s, strlen(s));
+    const char *r = at_ngx_cstr(p, (const u_char *)s, strlen(s));
     free(s);
     return r;
 }
@@ -72,7 +73,7 @@ static const char *full_path(ngx_conf_t *cf, ngx_str_t *arg, ngx_uint_t conf)
     ngx_str_t name = *arg;
     if (ngx_conf_full_name(cf->cycle, &name, conf) != NGX_OK)
         return NULL;
-    return pool_str(cf->pool, name.data, name.len);
+    return at_ngx_cstr(cf->pool, name.data, name.len);
 }
 
 static char *checked_path(ngx_conf_t *cf, ngx_command_t *cmd, ngx_str_t *arg,
@@ -196,7 +197,8 @@ static char *cmd_names(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ascf->names = ngx_array_create(cf->pool, n, sizeof(const char *));
     for (size_t i = 0; ascf->names && i < n; i++) {
         const char **slot = ngx_array_push(ascf->names);
-        if (slot == NULL || (*slot = pool_str(cf->pool, (u_char *)names[i], strlen(names[i]))) == NULL)
+        if (slot == NULL
+            || (*slot = at_ngx_cstr(cf->pool, (u_char *)names[i], strlen(names[i]))) == NULL)
             ascf->names = NULL;
     }
     at_parse_names_free(names, n);

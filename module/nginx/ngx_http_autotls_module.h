@@ -92,6 +92,8 @@ void *at_ngx_create_srv_conf(ngx_conf_t *cf);
 char *at_ngx_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child);
 void *at_ngx_create_loc_conf(ngx_conf_t *cf);
 char *at_ngx_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child);
+/* A NUL-terminated copy of s[0..len) in the pool, or NULL. */
+const char *at_ngx_cstr(ngx_pool_t *p, const u_char *s, size_t len);
 
 /* ngx_http_autotls_sites.c: build the core configuration; logs what is
  * wrong (with the file and line of "autotls on") and returns NGX_ERROR. */

@@ -39,15 +39,6 @@ void at_ngx_lower(char *out, size_t outsz, const u_char *in, size_t len)
     out[i] = '\0';
 }
 
-static const char *pdup(ngx_pool_t *p, const char *s)
-{
-    size_t n = strlen(s);
-    char *r = ngx_pnalloc(p, n + 1);
-    if (r)
-        ngx_memcpy(r, s, n + 1);
-    return r;
-}
-
 /* ------------------------------------------------------------- names */
 
 static ngx_int_t push_name(ngx_conf_t *cf, ngx_array_t *names, const char *name)
@@ -56,7 +47,8 @@ static ngx_int_t push_name(ngx_conf_t *cf, ngx_array_t *names, const char *name)
     for (ngx_uint_t i = 0; i < names->nelts; i++)
         if (strcmp(have[i], name) == 0)
             return NGX_OK;
-    if ((slot = ngx_array_push(names)) == NULL || (*slot = pdup(cf->pool, name)) == NULL)
+    if ((slot = ngx_array_push(names)) == NULL
+        || (*slot = at_ngx_cstr(cf->pool, (const u_char *)name, strlen(name))) == NULL)
         return NGX_ERROR;
     return NGX_OK;
 }
@@ -253,7 +245,7 @@ static ngx_int_t add_site(ngx_conf_t *cf, at_ngx_main_conf_t *amcf, ngx_http_cor
     as->https = https;
     ngx_snprintf((u_char *)id, sizeof(id) - 1, "%s:%d%Z", as->names[0], (int)port);
     id[sizeof(id) - 1] = '\0';
-    if ((as->id = pdup(cf->pool, id)) == NULL)
+    if ((as->id = at_ngx_cstr(cf->pool, (const u_char *)id, strlen(id))) == NULL)
         return NGX_ERROR;
 
     at_site_settings_conf(&ascf->set, as->id, as->names, as->nnames, &site);

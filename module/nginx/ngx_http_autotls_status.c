@@ -15,16 +15,6 @@
 
 #include "at_status.h"
 
-static const char *pool_cstr(ngx_pool_t *p, const u_char *s, size_t len)
-{
-    char *r = ngx_pnalloc(p, len + 1);
-    if (r) {
-        ngx_memcpy(r, s, len);
-        r[len] = '\0';
-    }
-    return r;
-}
-
 static ngx_int_t status_handler(ngx_http_request_t *r)
 {
     static const char none[] = "autotls manages no server (no \"autotls on;\" in any server block).\n";
@@ -40,7 +30,7 @@ static ngx_int_t status_handler(ngx_http_request_t *r)
     if (amcf->conf == NULL) {
         at_reply_text(&rp, NGX_HTTP_OK, "text/plain", none);
     } else {
-        if (r->args.len && (query = pool_cstr(r->pool, r->args.data, r->args.len)) == NULL)
+        if (r->args.len && (query = at_ngx_cstr(r->pool, r->args.data, r->args.len)) == NULL)
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         /* What only the server knows: which process renews, and the shared zone. */
         srv.renewal_pid = at_renew_ctl_renewer(at_ngx_ctl(amcf), &srv.renewal_since);
@@ -66,7 +56,7 @@ static ngx_int_t renew_handler(ngx_http_request_t *r)
 
     if (!(r->method & NGX_HTTP_POST))
         return NGX_HTTP_NOT_ALLOWED;
-    if (r->args.len && (query = pool_cstr(r->pool, r->args.data, r->args.len)) == NULL)
+    if (r->args.len && (query = at_ngx_cstr(r->pool, r->args.data, r->args.len)) == NULL)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     if (amcf->conf == NULL || at_ngx_ctl(amcf) == NULL)
         at_reply_error(&rp, NGX_HTTP_NOT_FOUND, "autotls manages no server");
@@ -77,26 +67,24 @@ static ngx_int_t renew_handler(ngx_http_request_t *r)
     return rc;
 }
 
-char *at_ngx_status_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+/* The location answers with handler (one of the two, once). */
+static char *set_handler(ngx_conf_t *cf, ngx_uint_t *flag, ngx_http_handler_pt handler)
 {
     ngx_http_core_loc_conf_t *clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    at_ngx_loc_conf_t *alcf = conf;
 
-    if (alcf->status)
+    if (*flag)
         return "is duplicate";
-    alcf->status = 1;
-    clcf->handler = status_handler;
+    *flag = 1;
+    clcf->handler = handler;
     return NGX_CONF_OK;
+}
+
+char *at_ngx_status_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    return set_handler(cf, &((at_ngx_loc_conf_t *)conf)->status, status_handler);
 }
 
 char *at_ngx_renew_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    ngx_http_core_loc_conf_t *clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    at_ngx_loc_conf_t *alcf = conf;
-
-    if (alcf->renew)
-        return "is duplicate";
-    alcf->renew = 1;
-    clcf->handler = renew_handler;
-    return NGX_CONF_OK;
+    return set_handler(cf, &((at_ngx_loc_conf_t *)conf)->renew, renew_handler);
 }

@@ -132,17 +132,16 @@ static ngx_int_t rsa_placeholder(ngx_conf_t *cf, at_ngx_main_conf_t *amcf)
     return amcf->ph_rsa_cert ? NGX_OK : NGX_ERROR;
 }
 
-static int wants_rsa(const at_ngx_site_t *site)
+static int wants_rsa(const at_ngx_main_conf_t *amcf, const at_ngx_site_t *site)
 {
     const at_ngx_srv_conf_t *ascf = site->cscf->ctx->srv_conf[ngx_http_autotls_module.ctx_index];
-    const at_key_spec *k = ascf->set.keys;
+    at_key_kind kinds[2];
+    size_t n;
 
     if (!ascf->placeholder)
         return 0;
-    for (size_t i = 0; k && i < ascf->set.nkeys; i++)
-        if (k[i].kind == AT_KEY_RSA)
-            return 1;
-    return 0;
+    n = at_site_placeholder_kinds(amcf->conf, site->names[0], kinds);
+    return n > 0 && kinds[n - 1] == AT_KEY_RSA;
 }
 
 /* ------------------------------------------------------------ callbacks */
@@ -241,7 +240,7 @@ ngx_int_t at_ngx_tls_postconfiguration(ngx_conf_t *cf, at_ngx_main_conf_t *amcf)
         if (sscf->ssl.ctx == NULL)
             continue;   /* a plain-HTTP server: the certificate serves its https twin */
         /* (`nginx -s` only signals: it needs no handshakes, so no RSA key) */
-        if (wants_rsa(sites[i]) && ngx_process != NGX_PROCESS_SIGNALLER) {
+        if (wants_rsa(amcf, sites[i]) && ngx_process != NGX_PROCESS_SIGNALLER) {
             if (rsa_placeholder(cf, amcf) != NGX_OK)
                 return NGX_ERROR;
             if (SSL_CTX_use_cert_and_key(sscf->ssl.ctx, amcf->ph_rsa_cert, amcf->ph_rsa_key, NULL, 1) != 1) {

@@ -191,6 +191,15 @@ static void t_names(void)
     AT_CHECK_STR(at_site_name_for(w, 2, "x.w.test"), "x.w.test");
     AT_CHECK_STR(at_site_name_for(w, 2, "x.y.w.test"), "w.test");
 
+    /* Placeholders: EC for an EC site (and for an unknown name), RSA too
+     * where an RSA certificate is configured, RSA alone for an RSA-only site. */
+    {
+        at_key_kind k[2];
+        AT_CHECK_INT(at_site_placeholder_kinds(conf, "a.test", k), 1);
+        AT_CHECK_INT(k[0], AT_KEY_EC);
+        AT_CHECK_INT(at_site_placeholder_kinds(conf, "nobody.test", k), 1);
+        AT_CHECK_INT(k[0], AT_KEY_EC);
+    }
     /* Four names in all: the live table hint for four. */
     AT_CHECK_INT(at_conf_live_size_hint(conf), at_live_size_hint(4));
     AT_CHECK_INT(at_conf_live_size_hint(NULL), at_live_size_hint(0));
@@ -198,6 +207,37 @@ static void t_names(void)
 }
 
 /* ------------------------------------------------- directive arguments */
+
+static void t_placeholder_kinds(void)
+{
+    static const char *const d[] = { "d.test" };
+    static const char *const r[] = { "r.test" };
+    static const at_key_spec both[] = { { AT_KEY_EC, 256 }, { AT_KEY_RSA, 2048 } };
+    at_conf *conf = at_conf_new();
+    at_site_settings s;
+    at_site_conf sc;
+    at_error err = AT_ERROR_INIT;
+    at_key_kind k[2];
+
+    at_site_settings_init(&s);
+    s.accept_terms = 1;
+    s.keys = both;
+    s.nkeys = 2;
+    at_site_settings_conf(&s, "d.test:443", d, 1, &sc);
+    AT_CHECK_OK(at_conf_add_site(conf, &sc, &err), &err);
+    s.keys = keys;                      /* RSA only */
+    s.nkeys = 1;
+    at_site_settings_conf(&s, "r.test:443", r, 1, &sc);
+    AT_CHECK_OK(at_conf_add_site(conf, &sc, &err), &err);
+
+    AT_CHECK_INT(at_site_placeholder_kinds(conf, "d.test", k), 2);
+    AT_CHECK(k[0] == AT_KEY_EC && k[1] == AT_KEY_RSA);
+    AT_CHECK_INT(at_site_placeholder_kinds(conf, "r.test", k), 1);
+    AT_CHECK_INT(k[0], AT_KEY_RSA);
+    AT_CHECK_INT(at_site_placeholder_kinds(NULL, "r.test", k), 1);
+    AT_CHECK_INT(k[0], AT_KEY_EC);
+    at_conf_free(conf);
+}
 
 static void t_parse_names(void)
 {
@@ -329,6 +369,7 @@ static const at_test_case cases[] = {
     AT_CASE(t_site_conf),
     AT_CASE(t_globals),
     AT_CASE(t_names),
+    AT_CASE(t_placeholder_kinds),
     AT_CASE(t_parse_names),
     AT_CASE(t_parse_keys_and_challenges),
     AT_CASE(t_parse_single_checks),
