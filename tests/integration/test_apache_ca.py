@@ -8,7 +8,7 @@ import os
 
 from cryptography import x509
 
-from apache_env import (cert_names, issuer_cn, make_stack, s_client_cert,  # noqa: F401
+from apache_env import (cert_names, issuer_cn, make_stack, s_client,  # noqa: F401
                         status_vhost, vhost)
 from procs import wait_until
 
@@ -53,8 +53,8 @@ def test_preferred_alternate_chain(make_stack):
     a.start()
     for name in ("alt.test", "dflt.test"):
         a.wait_for_cert(name, ISSUE_TIMEOUT)
-    _, alt_chain = s_client_cert(a.https_port, "alt.test")
-    _, dflt_chain = s_client_cert(a.https_port, "dflt.test")
+    alt_chain = s_client(a.https_port, "alt.test").chain
+    dflt_chain = s_client(a.https_port, "dflt.test").chain
     top_alt = x509.load_pem_x509_certificate(alt_chain[-1].encode())
     top_dflt = x509.load_pem_x509_certificate(dflt_chain[-1].encode())
     assert issuer_cn(top_alt) == body.alt_cn

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from apache_env import Apache
+from apache_env import apache  # noqa: F401
 
 CA = "https://127.0.0.1:14000/dir"
 
@@ -23,13 +23,6 @@ def site(*lines, name="a.test", port="443", servername=True):
 
 
 GOOD_GLOBAL = f"AutoTLSCA {CA}\nAutoTLSAcceptTerms on\n"
-
-
-@pytest.fixture
-def apache():
-    a = Apache()
-    yield a
-    a.cleanup()
 
 
 def configtest(apache, body):

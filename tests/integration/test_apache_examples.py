@@ -9,18 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from apache_env import Apache
+from apache_env import apache  # noqa: F401
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "conf-examples" / "apache"
 SITES = ["minimal.conf", "several-vhosts.conf", "dual-keys.conf", "private-ca.conf",
          "eab.conf", "wildcard-dns01.conf", "status.conf"]
-
-
-@pytest.fixture
-def apache():
-    a = Apache()
-    yield a
-    a.cleanup()
 
 
 def module_conf():

@@ -13,13 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from apache_env import (LOOPBACK, Apache, PLACEHOLDER_ISSUER, issuer_cn, make_stack,  # noqa: F401
-                        status_vhost, vhost)
-
-NOT_FOUND_BODY = "No such ACME challenge."
-DISK_BODY = "served from the disk"
-CONTROL = "controlFile"
-TOKENS = ["unknownToken_abc-123", "bad.token", "..", "%2e%2e", "tok%2Fen", "a" * 200]
+from apache_env import LOOPBACK, apache, issuer_cn, make_stack, status_vhost, vhost  # noqa: F401
+from server_checks import (CONTROL, TOKENS, check_other_name_keeps_its_files,
+                           check_tokens_are_404, check_waiting_page, plant_challenge_files)
 
 
 def unreachable_ca_body(a):
@@ -32,41 +28,20 @@ def unreachable_ca_body(a):
             + vhost("h.test", a.https_port, "AutoTLSChallenges http-01"))
 
 
-@pytest.fixture
-def apache():
-    a = Apache()
-    yield a
-    reports = a.cleanup()
-    assert not reports, reports
-
-
 def plant_files(a):
-    """Files on disk where a naive implementation would look."""
-    d = a.root / "htdocs" / ".well-known" / "acme-challenge"
-    d.mkdir(parents=True)
-    for token in TOKENS[:2] + [CONTROL]:
-        (d / token).write_text(DISK_BODY)
-    return d
+    return plant_challenge_files(a.root / "htdocs")
 
 
 def test_unknown_and_bad_tokens_are_404_for_managed_names(apache):
     plant_files(apache)
     apache.start(unreachable_ca_body(apache))
-    for token in TOKENS:
-        path = "/.well-known/acme-challenge/" + token
-        r = apache.http("h.test", path)
-        assert r.status == 404, (token, r.status, r.text)
-        assert r.text.strip() == NOT_FOUND_BODY, (token, r.text)
-    # Also on the HTTPS port, and before the 503 of the placeholder.
-    r = apache.https("h.test", "/.well-known/acme-challenge/" + TOKENS[0])
-    assert r.status == 404 and r.text.strip() == NOT_FOUND_BODY
+    check_tokens_are_404(apache, "h.test")
 
 
 def test_other_names_keep_their_challenge_files(apache):
     plant_files(apache)
     apache.start(unreachable_ca_body(apache))
-    r = apache.http("other.test", "/.well-known/acme-challenge/" + TOKENS[0])
-    assert r.status == 200 and r.text == DISK_BODY
+    check_other_name_keeps_its_files(apache, "other.test")
 
 
 @pytest.mark.skipif(not shutil.which("strace"), reason="strace is not installed")
@@ -110,11 +85,7 @@ def test_503_until_the_first_certificate(make_stack):
     st.proxy.add_fault("delay", kind="finalize", count=1, seconds=6)
     a = st.apache
     a.start()
-    r = a.https("wait.test")
-    assert r.status == 503, r.status
-    assert r.headers["Retry-After"] == "10"
-    assert "being obtained" in r.text and "wait.test" in r.text
-    assert issuer_cn(r.cert) == PLACEHOLDER_ISSUER
+    check_waiting_page(a.https("wait.test"), "wait.test")
     pids = (a.pid, a.children())
     a.wait_for_cert("wait.test", 90, root_pem=st.root_pem)
     r = a.https("wait.test", root_pem=st.root_pem)

@@ -7,28 +7,16 @@ command hears about every issuance.
 import os
 import re
 import shutil
-import signal
 import subprocess
-import threading
 import time
 
 import pytest
 
-from apache_env import (LOOPBACK, https_request, make_stack,  # noqa: F401
-                        status_vhost, vhost)
+from apache_env import LOOPBACK, make_stack, status_vhost, vhost  # noqa: F401
 from procs import wait_until
+from server_checks import HttpsLoad, check_renew_handler, kill_renewer, renew_and_wait
 
 ISSUE_TIMEOUT = 90
-
-
-def renew_and_wait(a, name, old_serial, root_pem, timeout=ISSUE_TIMEOUT):
-    # The engine records a renew request with a one-second clock and ignores
-    # one that is not later than the last issuance: never ask in that second.
-    time.sleep(1.1)
-    r = a.renew(name)
-    assert r.status == 202, (r.status, r.text)
-    return wait_until(lambda: (lambda c: c if c.serial_number != old_serial else None)(
-        a.cert(name, root_pem=root_pem)), timeout, f"a renewed certificate for {name}", interval=0.2)
 
 
 def test_new_certificate_served_without_restart(make_stack):
@@ -46,49 +34,7 @@ def test_new_certificate_served_without_restart(make_stack):
 
 def test_renew_handler_rejects_unknown_names_and_get(make_stack):
     st = make_stack(lambda a: status_vhost(a) + vhost("rh.test", a.https_port))
-    a = st.apache
-    assert a.renew("nobody.test").status == 404
-    assert a.http("localhost", "/autotls-renew?name=rh.test").status == 405
-    assert a.http("localhost", "/autotls-renew", method="POST").status == 400
-
-
-class Load:
-    """Threads making fresh HTTPS connections (full handshakes, verified
-    against Pebble's root) as fast as they can, counting every failure."""
-
-    def __init__(self, port, name, root_pem, threads=6):
-        self.port, self.name, self.root_pem = port, name, root_pem
-        self.ok = 0
-        self.failures = []
-        self.serials = set()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-
-    def _run(self):
-        while not self._stop.is_set():
-            try:
-                r = https_request(self.port, self.name, "/", root_pem=self.root_pem, timeout=10)
-                good = r.status == 200 and "hello from apache" in r.text
-                with self._lock:
-                    if good:
-                        self.ok += 1
-                        self.serials.add(r.cert.serial_number)
-                    else:
-                        self.failures.append(f"HTTP {r.status}")
-            except Exception as e:          # noqa: BLE001 - every failure counts
-                with self._lock:
-                    self.failures.append(repr(e))
-
-    def __enter__(self):
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        for t in self._threads:
-            t.join(20)
+    check_renew_handler(st.apache, "rh.test")
 
 
 def test_forced_renewal_under_load_has_zero_failures(make_stack):
@@ -102,7 +48,7 @@ def test_forced_renewal_under_load_has_zero_failures(make_stack):
         wrk = subprocess.Popen(["wrk", "-t2", "-c8", "-d25s", "--timeout", "5s",
                                 "-H", "Host: load.test", f"https://{LOOPBACK}:{a.https_port}/"],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    with Load(a.https_port, "load.test", st.root_pem) as load:
+    with HttpsLoad(a.https_port, "load.test", st.root_pem, "hello from apache", threads=6) as load:
         time.sleep(2)
         serial = cert.serial_number
         for _ in range(3):
@@ -196,14 +142,7 @@ def test_renewal_moves_to_another_child_when_its_process_dies(make_stack):
     st = make_stack(lambda a: status_vhost(a) + vhost("moves.test", a.https_port))
     a = st.apache
     first = a.wait_for_cert("moves.test", ISSUE_TIMEOUT, root_pem=st.root_pem)
-    old = a.status_json()["server"]["renewal_pid"]
-    assert old in a.children()
-    os.kill(old, signal.SIGKILL)
-
-    def moved():
-        pid = a.status_json()["server"]["renewal_pid"]
-        return pid if pid and pid != old and pid in a.children() else None
-    wait_until(moved, 30, "another child to take over renewal")
+    kill_renewer(a, a.children)
     # The certificate is still served, and renewal still works.
     assert a.cert("moves.test", root_pem=st.root_pem).serial_number == first.serial_number
     renew_and_wait(a, "moves.test", first.serial_number, st.root_pem)

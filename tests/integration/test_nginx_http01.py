@@ -16,12 +16,10 @@ import pytest
 from nginx_env import (LOOPBACK, PLACEHOLDER_ISSUER, issuer_cn, make_stack, nginx,  # noqa: F401
                        server, status_server)
 from procs import wait_until
+from server_checks import (CONTROL, DISK_BODY, NOT_FOUND_BODY, TOKENS,
+                           check_other_name_keeps_its_files, check_renew_handler,
+                           check_tokens_are_404, check_waiting_page, plant_challenge_files)
 
-NOT_FOUND_BODY = "No such ACME challenge."
-DISK_BODY = "served from the disk"
-CONTROL = "controlFile"
-TOKENS = ["unknownToken_abc-123", "bad.token", "..", "%2e%2e", "tok%2Fen", "a" * 200,
-          "..%2f..%2fetc%2fpasswd", "tok?en"]
 ISSUE_TIMEOUT = 90
 
 
@@ -36,27 +34,15 @@ def unreachable_ca_body(n):
 
 
 def plant_files(n):
-    """Files on disk where a naive implementation would look."""
-    d = n.root / "html" / ".well-known" / "acme-challenge"
-    d.mkdir(parents=True)
-    for token in TOKENS[:2] + [CONTROL]:
-        (d / token).write_text(DISK_BODY)
-    return d
+    return plant_challenge_files(n.root / "html")
 
 
 def test_unknown_and_bad_tokens_are_404_for_managed_names(nginx):
     plant_files(nginx)
     nginx.start(unreachable_ca_body(nginx))
-    for token in TOKENS:
-        path = "/.well-known/acme-challenge/" + token
-        r = nginx.http("h.test", path)
-        assert r.status == 404, (token, r.status, r.text)
-        assert r.text.strip() == NOT_FOUND_BODY, (token, r.text)
+    check_tokens_are_404(nginx, "h.test")
     # A path nginx would normalise onto a planted file is not looked up either.
     r = nginx.http("h.test", "/.well-known/acme-challenge/x/../" + TOKENS[0])
-    assert r.status == 404 and r.text.strip() == NOT_FOUND_BODY
-    # Also on the HTTPS port, before the 503 of the placeholder.
-    r = nginx.https("h.test", "/.well-known/acme-challenge/" + TOKENS[0])
     assert r.status == 404 and r.text.strip() == NOT_FOUND_BODY
     # And the control file proves the planted files are reachable at all.
     r = nginx.http("other.test", "/.well-known/acme-challenge/" + CONTROL)
@@ -66,8 +52,7 @@ def test_unknown_and_bad_tokens_are_404_for_managed_names(nginx):
 def test_other_names_keep_their_challenge_files(nginx):
     plant_files(nginx)
     nginx.start(unreachable_ca_body(nginx))
-    r = nginx.http("other.test", "/.well-known/acme-challenge/" + TOKENS[0])
-    assert r.status == 200 and r.text == DISK_BODY
+    check_other_name_keeps_its_files(nginx, "other.test")
 
 
 @pytest.mark.skipif(not shutil.which("strace"), reason="strace is not installed")
@@ -96,11 +81,7 @@ def test_challenge_requests_never_touch_the_disk(nginx):
 
 def test_503_until_the_first_certificate(nginx):
     nginx.start(unreachable_ca_body(nginx))
-    r = nginx.https("h.test", "/")
-    assert r.status == 503
-    assert r.headers["Retry-After"] == "10"
-    assert "Certificate being obtained" in r.text and "h.test" in r.text
-    assert issuer_cn(r.cert) == PLACEHOLDER_ISSUER
+    check_waiting_page(nginx.https("h.test", "/"), "h.test")
     # HEAD too, without a body.
     r = nginx.https("h.test", "/", method="HEAD")
     assert r.status == 503 and r.body == b""
@@ -159,10 +140,4 @@ def test_status_page_formats(make_stack):
 
 def test_renew_handler_validates_its_argument(nginx):
     nginx.start(unreachable_ca_body(nginx))
-    assert nginx.http("localhost", "/autotls-renew?name=h.test").status == 405
-    r = nginx.renew("nope.test")
-    assert r.status == 404 and "no managed certificate" in r.text
-    r = nginx.http("localhost", "/autotls-renew", method="POST", body=b"")
-    assert r.status == 400
-    r = nginx.renew("h.test")
-    assert r.status == 202 and json.loads(r.body)["status"] == "queued"
+    check_renew_handler(nginx, "h.test")

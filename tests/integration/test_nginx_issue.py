@@ -8,11 +8,13 @@ Each test runs the real nginx against its own Pebble; clients connect to
 
 import re
 
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from nginx_env import (LOOPBACK, cert_names, issuer_cn, make_stack, peer_cert,  # noqa: F401
-                       s_client_cert, server, status_server)
+                       s_client, server, status_server)
 from procs import wait_until
+from server_checks import (check_each_client_gets_its_own_key, check_each_name_gets_its_own,
+                           check_names_share_one_certificate, wait_for_both_keys)
 
 ISSUE_TIMEOUT = 90
 
@@ -61,9 +63,9 @@ def test_tlsalpn01_first_certificate(make_stack):
     assert entry["challenge"] == "tls-alpn-01"
     assert n.https("alpn.test", root_pem=st.root_pem).status == 200
     # Ordinary ALPN is nginx's: http/1.1 is selected, acme-tls/1 only when asked.
-    c, out = s_client_cert(n.https_port, "alpn.test", "-alpn", "http/1.1")
-    assert "ALPN protocol: http/1.1" in out
-    assert c.serial_number == cert.serial_number
+    seen = s_client(n.https_port, "alpn.test", "-alpn", "http/1.1")
+    assert "ALPN protocol: http/1.1" in seen.output
+    assert seen.cert.serial_number == cert.serial_number
 
 
 def test_tlsalpn01_on_tls12(make_stack):
@@ -79,64 +81,24 @@ def test_tlsalpn01_on_tls12(make_stack):
 
 
 def test_server_with_several_names(make_stack):
-    names = {"al.test", "www.al.test", "alias.al.test"}
+    names = ["al.test", "www.al.test", "alias.al.test"]
     st = make_stack(lambda n: status_server(n) + server(
         "al.test", n.https_port, aliases=("www.al.test", "alias.al.test")))
-    n = st.nginx
-    cert = n.wait_for_cert("al.test", ISSUE_TIMEOUT, root_pem=st.root_pem)
-    assert cert_names(cert) == names
-    for name in names:
-        c = peer_cert(n.https_port, name, root_pem=st.root_pem)
-        assert c.serial_number == cert.serial_number
-        assert n.https(name, root_pem=st.root_pem).status == 200
+    check_names_share_one_certificate(st.nginx, names, st.root_pem)
 
 
 def test_ten_servers_issued_concurrently(make_stack):
     names = [f"v{i}.test" for i in range(10)]
     st = make_stack(lambda n: "    autotls_concurrency 10;\n" + status_server(n)
                     + "".join(server(name, n.https_port) for name in names))
-    n = st.nginx
-    serials = set()
-    for name in names:
-        cert = n.wait_for_cert(name, ISSUE_TIMEOUT, root_pem=st.root_pem)
-        assert cert_names(cert) == {name}
-        serials.add(cert.serial_number)
-    assert len(serials) == 10
-    # All ten orders were placed before the first certificate came back.
-    log = "\n".join(line for line in n.error_log().splitlines() if "autotls" in line)
-    first_done = re.search(r"served now", log)
-    assert first_done, log
-    ordering = re.findall(r"\(v\d\.test\): ordering", log[:first_done.start()])
-    assert len(ordering) == 10, f"only {len(ordering)} orders before the first issuance:\n{log}"
+    check_each_name_gets_its_own(st.nginx, names, st.root_pem)
 
 
 def test_dual_keys_each_client_gets_its_own(make_stack):
     st = make_stack(lambda n: status_server(n) + server("dual.test", n.https_port,
                                                         "autotls_keys ec:P-256 rsa:2048;"))
-    n = st.nginx
-
-    def both_live():
-        return {e["key_type"]: e["state"] for e in n.cert_status("dual.test")} == \
-            {"ec:P-256": "valid", "rsa:2048": "valid"}
-    wait_until(both_live, ISSUE_TIMEOUT, "an EC and an RSA certificate for dual.test", interval=0.3)
-
-    # TLS 1.2 clients that only speak ECDSA, or only RSA, suites.
-    ec_cert = peer_cert(n.https_port, "dual.test", root_pem=st.root_pem,
-                        tls12_ciphers="ECDHE-ECDSA-AES128-GCM-SHA256")
-    rsa_cert = peer_cert(n.https_port, "dual.test", root_pem=st.root_pem,
-                         tls12_ciphers="ECDHE-RSA-AES128-GCM-SHA256")
-    assert isinstance(ec_cert.public_key(), ec.EllipticCurvePublicKey)
-    assert isinstance(rsa_cert.public_key(), rsa.RSAPublicKey)
-    assert issuer_cn(ec_cert) != "autotls placeholder" != issuer_cn(rsa_cert)
-    assert cert_names(ec_cert) == cert_names(rsa_cert) == {"dual.test"}
-
-    # TLS 1.3 clients that only accept ECDSA, or only RSA-PSS, signatures.
-    c13_ec, _ = s_client_cert(n.https_port, "dual.test", "-tls1_3", "-sigalgs",
-                              "ecdsa_secp256r1_sha256")
-    c13_rsa, _ = s_client_cert(n.https_port, "dual.test", "-tls1_3", "-sigalgs",
-                               "rsa_pss_rsae_sha256")
-    assert c13_ec.serial_number == ec_cert.serial_number
-    assert c13_rsa.serial_number == rsa_cert.serial_number
+    wait_for_both_keys(st.nginx, "dual.test", ISSUE_TIMEOUT)
+    check_each_client_gets_its_own_key(st.nginx, "dual.test", st.root_pem)
 
 
 def test_rsa_only_replaces_the_ec_placeholder(make_stack):
@@ -147,7 +109,7 @@ def test_rsa_only_replaces_the_ec_placeholder(make_stack):
     n = st.nginx
     cert = n.wait_for_cert("rsa.test", ISSUE_TIMEOUT, root_pem=st.root_pem)
     assert isinstance(cert.public_key(), rsa.RSAPublicKey)
-    c13, _ = s_client_cert(n.https_port, "rsa.test", "-tls1_3")
+    c13 = s_client(n.https_port, "rsa.test", "-tls1_3").cert
     assert c13.serial_number == cert.serial_number
 
 

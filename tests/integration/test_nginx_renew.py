@@ -5,74 +5,16 @@ served from the first request after a restart, with the CA gone; a reload
 that adds a server keeps serving the others.
 """
 
-import threading
 import time
 
 import pytest
 
-from nginx_env import (cert_names, client_context, issuer_cn, make_stack,  # noqa: F401
-                       peer_cert, server, status_server, PLACEHOLDER_ISSUER)
-from procs import LOOPBACK, wait_until
+from nginx_env import (cert_names, issuer_cn, make_stack, peer_cert, server,  # noqa: F401
+                       status_server, PLACEHOLDER_ISSUER)
+from procs import wait_until
+from server_checks import HttpsLoad
 
 ISSUE_TIMEOUT = 90
-
-
-class HttpsLoad:
-    """Threads doing full handshakes + GET / against one name, counting
-    every failure (handshake, verification, status, body)."""
-
-    def __init__(self, port, name, root_pem, threads=4):
-        self.port, self.name, self.root_pem = port, name, root_pem
-        self.stop_flag = threading.Event()
-        self.lock = threading.Lock()
-        self.ok = 0
-        self.failures = []
-        self.serials = {}
-        self.seen = []          # (monotonic start of the handshake, serial, worker pid)
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-
-    def _one(self):
-        import http.client
-        import socket
-        ctx = client_context(self.root_pem)
-        sock = socket.create_connection((LOOPBACK, self.port), 5)
-        tls = ctx.wrap_socket(sock, server_hostname=self.name)
-        try:
-            from cryptography import x509
-            serial = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True)).serial_number
-            conn = http.client.HTTPConnection(self.name, self.port, timeout=5)
-            conn.sock = tls
-            conn.request("GET", "/")
-            resp = conn.getresponse()
-            body = resp.read()
-            if resp.status != 200 or b"hello from nginx" not in body:
-                raise AssertionError(f"HTTP {resp.status}: {body[:200]!r}")
-            return serial, int(resp.getheader("X-Worker", "0"))
-        finally:
-            tls.close()
-
-    def _run(self):
-        while not self.stop_flag.is_set():
-            try:
-                t0 = time.monotonic()
-                serial, worker = self._one()
-                with self.lock:
-                    self.ok += 1
-                    self.serials[serial] = self.serials.get(serial, 0) + 1
-                    self.seen.append((t0, serial, worker))
-            except Exception as e:  # every kind of failure counts
-                with self.lock:
-                    self.failures.append(repr(e))
-
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop_flag.set()
-        for t in self.threads:
-            t.join(30)
 
 
 def test_forced_renewal_under_load_loses_no_request(make_stack):
@@ -84,7 +26,7 @@ def test_forced_renewal_under_load_loses_no_request(make_stack):
     n = st.nginx
     old = n.wait_for_cert("load.test", ISSUE_TIMEOUT, root_pem=st.root_pem)
     pids = (n.pid, n.workers())
-    with HttpsLoad(n.https_port, "load.test", st.root_pem) as load:
+    with HttpsLoad(n.https_port, "load.test", st.root_pem, "hello from nginx") as load:
         wait_until(lambda: load.ok >= 20, 30, "the load to get going")
         r = n.renew("load.test")
         assert r.status == 202, r.text
