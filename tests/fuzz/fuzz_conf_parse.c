@@ -4,8 +4,9 @@
  * with the values an administrator could type.
  *
  * Input: records (at_fuzz.h): the value, then a second value (the EAB HMAC
- * key for at_parse_eab). The value is given to every parser; for the file
- * parsers it becomes the content of a private temporary file.
+ * key for at_parse_eab). The value is given to every parser (and to
+ * at_revoke_reason_parse, the tool's); for the file parsers it becomes the
+ * content of a private temporary file.
  *
  * Checks: no crash, leak or undefined behaviour; a refusal is a
  * configuration error with a printable message that never quotes the EAB
@@ -215,6 +216,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_name(v);
     if (at_parse_profile(v, &err) != 0)
         refused(&err, "profile");
+    {
+        /* The tool's revocation reason (a name or an RFC 5280 code). */
+        int reason = at_revoke_reason_parse(v);
+        if (reason < -1 || reason > 10 || reason == 7)
+            at_fuzz_fail("revocation reason '%s' gave %d", v, reason);
+    }
     if (at_parse_eab(v, key ? key : "", &err) != 0) {
         /* (the key ID is quoted, so a key inside the key ID proves nothing) */
         if (key && looks_secret(key) && !strstr(v, key) && strstr(err.msg, key))
