@@ -171,17 +171,6 @@ static char *query_arg(const char *query, const char *key, int *bad)
     return NULL;
 }
 
-/* Lowercase, one trailing dot dropped. */
-static void lower_name(char *out, size_t outsz, const char *in)
-{
-    size_t i = 0;
-    for (; in[i] && i + 1 < outsz; i++)
-        out[i] = (char)(in[i] >= 'A' && in[i] <= 'Z' ? in[i] + 32 : in[i]);
-    if (i > 0 && out[i - 1] == '.')
-        i--;
-    out[i] = '\0';
-}
-
 int at_reply_renew(at_reply *rp, const at_conf *conf, at_renew_ctl *ctl, const char *query,
                    char *what, size_t whatsz)
 {
@@ -198,7 +187,7 @@ int at_reply_renew(at_reply *rp, const at_conf *conf, at_renew_ctl *ctl, const c
         return at_reply_error(rp, 400, "say what to renew: ?name=NAME (a managed name or "
                                        "certificate id) or ?name=all");
     }
-    lower_name(lower, sizeof(lower), name);
+    at_name_lower(lower, sizeof(lower), name, strlen(name));
     if (strlen(name) < AT_RENEW_REQ_MAX) {
         if (strcmp(lower, "all") == 0)
             queued = "all";

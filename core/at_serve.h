@@ -68,6 +68,16 @@ int at_serve_alpn_selected_acme(SSL *ssl);
 int at_serve_client_hello(SSL *ssl);
 int at_serve_is_acme(SSL *ssl);
 
+/* The whole certificate callback of a managed site whose names are
+ * names[0..nnames): the SNI name is read (lowercase, no trailing dot); when
+ * the ClientHello asked for acme-tls/1 (*acme = 1) the challenge
+ * certificate for it is installed (nothing without an SNI name), otherwise
+ * the live certificate(s) of the SNI name when the site covers it, else of
+ * names[0]. host (hostsz bytes) gets the name used. 1/0/-1 as
+ * at_serve_install. */
+int at_serve_site(at_serve *s, SSL *ssl, const char *const *names, size_t nnames,
+                  char *host, size_t hostsz, int *acme);
+
 #define AT_HTTP01_PREFIX "/.well-known/acme-challenge/"
 
 typedef enum at_http01_result {

@@ -149,6 +149,19 @@ size_t at_site_placeholder_kinds(const at_conf *conf, const char *name, at_key_k
     return k;
 }
 
+void at_name_lower(char *out, size_t outsz, const char *in, size_t len)
+{
+    size_t i = 0;
+
+    if (outsz == 0)
+        return;
+    for (; in && i < len && i + 1 < outsz && in[i]; i++)
+        out[i] = (char)(in[i] >= 'A' && in[i] <= 'Z' ? in[i] + 32 : in[i]);
+    if (i > 0 && out[i - 1] == '.')
+        i--;
+    out[i] = '\0';
+}
+
 const char *at_site_name_for(const char *const *names, size_t nnames, const char *host)
 {
     if (host && *host)

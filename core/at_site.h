@@ -119,6 +119,11 @@ int at_conf_manages(const at_conf *conf, const char *host);
  * or 2), EC first. */
 size_t at_site_placeholder_kinds(const at_conf *conf, const char *name, at_key_kind kinds[2]);
 
+/* A host name (Host header, SNI) as the configuration compares it:
+ * in[0..len) in lowercase ASCII, one trailing dot dropped, cut to outsz - 1
+ * bytes (and at a NUL byte). */
+void at_name_lower(char *out, size_t outsz, const char *in, size_t len);
+
 /* The name a site serves for a requested host: host itself when one of
  * names covers it (wildcards too), else names[0]. */
 const char *at_site_name_for(const char *const *names, size_t nnames, const char *host);

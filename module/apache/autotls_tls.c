@@ -234,54 +234,29 @@ static int add_cert_files(server_rec *s, apr_pool_t *p, apr_array_header_t *cert
     return OK;
 }
 
-static void lower_copy(char *out, size_t outsz, const char *in)
-{
-    size_t i = 0;
-    for (; in[i] && i + 1 < outsz; i++)
-        out[i] = (char)((in[i] >= 'A' && in[i] <= 'Z') ? in[i] + 32 : in[i]);
-    out[i] = '\0';
-}
-
 /* Runs on every full handshake of a managed vhost, after SNI picked the
- * vhost's SSL_CTX: put the live certificate(s) on the connection. */
+ * vhost's SSL_CTX: put the live certificate(s) on the connection.
+ *
+ * TLS 1.3 selects ALPN before this callback. For acme-tls/1 mod_ssl has put
+ * the challenge certificate into one slot (ssl_answer_challenge), but a
+ * placeholder of the other key kind would still be offered, and a validator
+ * preferring RSA-PSS would get it: at_serve_site leaves only the challenge
+ * certificate. TLS 1.2 selects ALPN after this callback; mod_ssl then swaps
+ * in the challenge certificate itself. */
 static int cert_cb(SSL *ssl, void *arg)
 {
     at_ap_site *site = arg;
-    const char *sni, *host;
-    char lower[256];
-    at_serve *sv = serve_g;
-    int rv;
+    conn_rec *c = SSL_get_app_data(ssl);
+    char host[256];
+    int acme;
 
-    if (!sv)
+    if (!serve_g)
         return 1;
-    sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-    lower[0] = '\0';
-    if (sni)
-        lower_copy(lower, sizeof(lower), sni);
-    /* TLS 1.3 selects ALPN before this callback. For acme-tls/1 mod_ssl has
-     * put the challenge certificate into one slot (ssl_answer_challenge),
-     * but a placeholder of the other key kind would still be offered, and a
-     * validator preferring RSA-PSS would get it: leave only the challenge
-     * certificate. TLS 1.2 selects ALPN after this callback; mod_ssl then
-     * swaps in the challenge certificate itself. */
-    if (at_serve_is_acme(ssl)) {
-        if (lower[0] && at_serve_install_alpn01(sv, ssl, lower) < 0) {
-            conn_rec *c = SSL_get_app_data(ssl);
-            if (c)
-                ap_log_cerror(APLOG_MARK, APLOG_WARNING, 0, c,
-                              "AutoTLS: installing the tls-alpn-01 certificate for %s failed", lower);
-        }
-        return 1;
-    }
-    host = at_site_name_for(site->names, (size_t)site->nnames, lower);
-    rv = at_serve_install(sv, ssl, host);
-    if (rv < 0) {
-        conn_rec *c = SSL_get_app_data(ssl);
-        if (c)
-            ap_log_cerror(APLOG_MARK, APLOG_WARNING, 0, c,
-                          "AutoTLS: installing the live certificate for %s failed; the handshake "
-                          "goes on with the configured one", host);
-    }
+    if (at_serve_site(serve_g, ssl, site->names, (size_t)site->nnames, host, sizeof(host), &acme) < 0 && c)
+        ap_log_cerror(APLOG_MARK, APLOG_WARNING, 0, c, acme
+                      ? "AutoTLS: installing the tls-alpn-01 certificate for %s failed"
+                      : "AutoTLS: installing the live certificate for %s failed; the handshake "
+                        "goes on with the configured one", host);
     return 1;   /* never fail a handshake here */
 }
 
@@ -336,7 +311,7 @@ static int answer_challenge(conn_rec *c, const char *server_name, const char **p
 
     if (!server_name || !is_acme_conn(c) || !at_ap_g || !at_ap_g->live)
         return DECLINED;
-    lower_copy(name, sizeof(name), server_name);
+    at_name_lower(name, sizeof(name), server_name, strlen(server_name));
     rv = at_live_get_alpn01(at_ap_g->live, name, &cert, &key);
     if (rv == 1) {
         *pcert_pem = apr_pstrmemdup(c->pool, cert.data, cert.len);

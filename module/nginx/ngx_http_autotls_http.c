@@ -135,7 +135,8 @@ static ngx_int_t post_read(ngx_http_request_t *r)
 
     if (amcf->conf == NULL || r != r->main)
         return NGX_DECLINED;
-    at_ngx_lower(host, sizeof(host), r->headers_in.server.data, r->headers_in.server.len);
+    at_name_lower(host, sizeof(host), (const char *)r->headers_in.server.data,
+                  r->headers_in.server.len);
 
     /* The raw path: percent signs and dots are characters outside the
      * token alphabet, never decoded into something that would match. */

@@ -98,8 +98,6 @@ const char *at_ngx_cstr(ngx_pool_t *p, const u_char *s, size_t len);
 /* ngx_http_autotls_sites.c: build the core configuration; logs what is
  * wrong (with the file and line of "autotls on") and returns NGX_ERROR. */
 ngx_int_t at_ngx_sites_build(ngx_conf_t *cf, at_ngx_main_conf_t *amcf);
-/* Lowercase copy of at most outsz-1 bytes, without a trailing dot. */
-void at_ngx_lower(char *out, size_t outsz, const u_char *in, size_t len);
 
 /* ngx_http_autotls_zone.c */
 ngx_int_t at_ngx_zone_add(ngx_conf_t *cf, at_ngx_main_conf_t *amcf);

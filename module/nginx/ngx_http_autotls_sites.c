@@ -27,18 +27,6 @@ static void conf_cleanup(void *data)
     at_conf_free(data);
 }
 
-void at_ngx_lower(char *out, size_t outsz, const u_char *in, size_t len)
-{
-    size_t i = 0;
-    if (outsz == 0)
-        return;
-    for (; i < len && i + 1 < outsz && in[i]; i++)
-        out[i] = (char)((in[i] >= 'A' && in[i] <= 'Z') ? in[i] + 32 : in[i]);
-    if (i > 0 && out[i - 1] == '.')
-        i--;
-    out[i] = '\0';
-}
-
 /* ------------------------------------------------------------- names */
 
 static ngx_int_t push_name(ngx_conf_t *cf, ngx_array_t *names, const char *name)

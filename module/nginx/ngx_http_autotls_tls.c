@@ -164,31 +164,24 @@ static ngx_log_t *conn_log(SSL *ssl)
 static int cert_cb(SSL *ssl, void *arg)
 {
     at_ngx_site_t *site = arg;
-    const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name), *host;
-    at_serve *sv = serve_g;
-    char lower[256];
-    int rv;
+    char host[256];
+    int rv, acme;
 
-    if (sv == NULL)
+    if (serve_g == NULL)
         return 1;
-    lower[0] = '\0';
-    if (sni)
-        at_ngx_lower(lower, sizeof(lower), (const u_char *)sni, strlen(sni));
-    if (at_serve_is_acme(ssl)) {
-        rv = lower[0] ? at_serve_install_alpn01(sv, ssl, lower) : 0;
+    rv = at_serve_site(serve_g, ssl, site->names, site->nnames, host, sizeof(host), &acme);
+    if (acme) {
         if (rv == 1) {
             ngx_log_error(NGX_LOG_INFO, conn_log(ssl), 0,
-                          "autotls: answering the tls-alpn-01 challenge for %s", lower);
+                          "autotls: answering the tls-alpn-01 challenge for %s", host);
             return 1;
         }
         /* Nothing to prove: a real certificate on acme-tls/1 would only
          * fail the validation later. */
         ngx_log_error(NGX_LOG_INFO, conn_log(ssl), 0, "autotls: tls-alpn-01 connection for \"%s\", "
-                      "but no challenge is pending for it", lower);
+                      "but no challenge is pending for it", host);
         return 0;
     }
-    host = at_site_name_for(site->names, site->nnames, lower);
-    rv = at_serve_install(sv, ssl, host);
     if (rv < 0)
         ngx_log_error(NGX_LOG_WARN, conn_log(ssl), 0, "autotls: installing the live certificate for "
                       "%s failed; the handshake goes on with the configured one", host);

@@ -530,6 +530,111 @@ static void t_tls_alpn01(void)
     fixture_free(lv, s, sctx);
 }
 
+/* at_serve_site: the certificate callback a module installs for a site. */
+typedef struct site_cb {
+    at_serve          *s;
+    const char *const *names;
+    size_t             nnames;
+    char               host[256];
+    int                acme;
+    int                rv;
+} site_cb;
+
+static int site_cert_cb(SSL *ssl, void *arg)
+{
+    site_cb *a = arg;
+    a->rv = at_serve_site(a->s, ssl, a->names, a->nnames, a->host, sizeof(a->host), &a->acme);
+    return a->acme ? a->rv == 1 : 1;
+}
+
+static void t_serve_site(void)
+{
+    at_serve *s;
+    SSL_CTX *sctx, *site_ctx;
+    at_live *lv = fixture(&s, &sctx);
+    const char *names[] = { "site.test", "www.site.test" };
+    at_error err = AT_ERROR_INIT;
+    at_buf cp = AT_BUF_INIT, kp = AT_BUF_INIT;
+    site_cb a;
+    hs_result r;
+    EVP_PKEY *k;
+    X509 *x;
+
+    if (!lv)
+        return;
+    memset(&a, 0, sizeof(a));
+    a.s = s;
+    a.names = names;
+    a.nnames = 2;
+    site_ctx = server_ctx(NULL);
+    SSL_CTX_set_cert_cb(site_ctx, site_cert_cb, &a);
+    AT_CHECK_INT(publish(lv, "site", names, 2, AT_KEY_EC, "site-cert", NULL), 0);
+    {   /* The SNI name in any case, with a trailing dot. */
+        hs_opts o = { "WWW.Site.Test.", NULL, NULL, 0, NULL, 0 };
+        handshake(site_ctx, &o, &r);
+        AT_CHECK(r.ok);
+        AT_CHECK_STR(r.cn, "site-cert");
+        AT_CHECK_STR(a.host, "www.site.test");
+        AT_CHECK_INT(a.acme, 0);
+        AT_CHECK_INT(a.rv, 1);
+    }
+    {   /* A name the site does not cover, and no SNI: its first name's certificate. */
+        hs_opts o = { "elsewhere.test", NULL, NULL, 0, NULL, 0 };
+        handshake(site_ctx, &o, &r);
+        AT_CHECK(r.ok);
+        AT_CHECK_STR(r.cn, "site-cert");
+        AT_CHECK_STR(a.host, "site.test");
+        o.sni = NULL;
+        handshake(site_ctx, &o, &r);
+        AT_CHECK(r.ok);
+        AT_CHECK_STR(a.host, "site.test");
+        AT_CHECK_INT(a.rv, 1);
+    }
+    /* acme-tls/1: the challenge certificate of the SNI name, or nothing. */
+    k = EVP_EC_gen("P-256");
+    x = k ? make_cert(k, "site-challenge", "DNS:site.test", NULL, NULL) : NULL;
+    AT_CHECK(x != NULL);
+    if (x) {
+        add_cert_pem(&cp, x);
+        add_key_pem(&kp, k);
+    }
+    AT_CHECK_OK(at_live_put_alpn01(lv, "site.test", at_buf_str(&cp), at_buf_str(&kp), &err), &err);
+    {
+        hs_opts o = { "SITE.test", NULL, NULL, 0, alpn_acme_only, sizeof(alpn_acme_only) - 1 };
+        handshake(site_ctx, &o, &r);
+        AT_CHECK(r.ok && r.acme_selected);
+        AT_CHECK_STR(r.cn, "site-challenge");
+        AT_CHECK_INT(a.acme, 1);
+        AT_CHECK_STR(a.host, "site.test");
+        o.sni = "www.site.test";
+        handshake(site_ctx, &o, &r);
+        AT_CHECK(!r.ok);
+        AT_CHECK_INT(a.acme, 1);
+        AT_CHECK_INT(a.rv, 0);
+        o.sni = NULL;
+        handshake(site_ctx, &o, &r);
+        AT_CHECK(!r.ok);
+        AT_CHECK_INT(a.rv, 0);
+        AT_CHECK_STR(a.host, "");
+    }
+    /* Nothing live for the site: the placeholder stays. */
+    AT_CHECK_INT(at_live_del_cert(lv, "site"), 1);
+    {
+        hs_opts o = { "site.test", NULL, NULL, 0, NULL, 0 };
+        handshake(site_ctx, &o, &r);
+        AT_CHECK(r.ok);
+        AT_CHECK_STR(r.cn, "placeholder");
+        AT_CHECK_INT(a.rv, 0);
+    }
+    X509_free(x);
+    EVP_PKEY_free(k);
+    at_buf_free(&cp);
+    at_buf_free(&kp);
+    at_error_clear(&err);
+    SSL_CTX_free(site_ctx);
+    fixture_free(lv, s, sctx);
+}
+
 static void t_alpn_helpers(void)
 {
     static const unsigned char both[] = "\x02" "h2" "\x0a" "acme-tls/1";
@@ -749,6 +854,7 @@ static const at_test_case cases[] = {
     AT_CASE(t_ecdsa_and_rsa_clients),
     AT_CASE(t_wildcard_install),
     AT_CASE(t_tls_alpn01),
+    AT_CASE(t_serve_site),
     AT_CASE(t_alpn_helpers),
     AT_CASE(t_install_errors),
     AT_CASE(t_http01_paths),

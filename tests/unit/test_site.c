@@ -200,6 +200,21 @@ static void t_names(void)
         AT_CHECK_INT(at_site_placeholder_kinds(conf, "nobody.test", k), 1);
         AT_CHECK_INT(k[0], AT_KEY_EC);
     }
+    /* Host names as requests and handshakes give them. */
+    {
+        char out[16];
+        at_name_lower(out, sizeof(out), "WWW.A.Test.", 11);
+        AT_CHECK_STR(out, "www.a.test");
+        at_name_lower(out, sizeof(out), "A.TEST.trailing", 6);   /* only len bytes */
+        AT_CHECK_STR(out, "a.test");
+        at_name_lower(out, sizeof(out), "a\0b", 3);              /* stops at a NUL */
+        AT_CHECK_STR(out, "a");
+        at_name_lower(out, 6, "abcdefgh", 8);                     /* cut to fit */
+        AT_CHECK_STR(out, "abcde");
+        at_name_lower(out, sizeof(out), NULL, 0);
+        AT_CHECK_STR(out, "");
+        AT_CHECK_STR(at_site_name_for(a, 2, "www.a.test"), "www.a.test");
+    }
     /* Four names in all: the live table hint for four. */
     AT_CHECK_INT(at_conf_live_size_hint(conf), at_live_size_hint(4));
     AT_CHECK_INT(at_conf_live_size_hint(NULL), at_live_size_hint(0));
