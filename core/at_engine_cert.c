@@ -104,6 +104,9 @@ void at_engine_cert_record_force(at_engine *e, size_t i, time_t now)
     json_decref(st);
     e->certs[i].dirty = 1;
     e->certs[i].forced = 1;
+    e->certs[i].mem_failures = 0;
+    e->certs[i].mem_last_failure = 0;
+    e->certs[i].mem_retry_after = 0;
 }
 
 /* ------------------------------------------------------------- planning */
@@ -163,6 +166,15 @@ void at_engine_cert_replan(at_engine *e, size_t i, time_t now)
     in.ari_pick = jtime(ari, "pick");
     /* A force request stays in the state until an order succeeds. */
     in.force = jtime(st, "force");
+    /* What this process recorded but the store did not keep (disk full). */
+    if (rt->forced && !in.force)
+        in.force = now;
+    if (rt->mem_last_failure > in.last_failure) {
+        in.failures = rt->mem_failures;
+        in.last_failure = rt->mem_last_failure;
+        if (rt->mem_retry_after > in.retry_after)
+            in.retry_after = rt->mem_retry_after;
+    }
     pol.retry_base = e->conf->retry_base > 0 ? e->conf->retry_base : 60;
     pol.retry_max = e->conf->retry_max > 0 ? e->conf->retry_max : 21600;
     at_plan_cert(&in, &pol, now, backoff_rnd(cc, in.last_failure), &rt->plan);
@@ -232,7 +244,6 @@ int at_engine_cert_start(at_engine *e, size_t i, time_t now)
     t->reason = rt->plan.reason;
     t->is_renewal = rt->have_cert;
     rt->running = 1;
-    rt->forced = 0;
     e->orders_running++;
     at_log(&e->log, AT_LOG_NOTICE, "certificate %s (%s%s): ordering (%s)", cc->id, cc->names[0],
            cc->nnames > 1 ? " and others" : "", at_plan_reason_name(rt->plan.reason));
@@ -408,6 +419,10 @@ static void record_success(at_engine *e, at_task *t, time_t now)
         at_log(&e->log, AT_LOG_WARN, "certificate %s: removing the finished order: %s", cc->id, err.msg);
     at_error_clear(&err);
 
+    e->certs[t->cert].forced = 0;
+    e->certs[t->cert].mem_failures = 0;
+    e->certs[t->cert].mem_last_failure = 0;
+    e->certs[t->cert].mem_retry_after = 0;
     st = state_load(e, cc->id);
     json_object_set_new(st, "failures", json_integer(0));
     json_object_set_new(st, "last_attempt", json_integer((json_int_t)now));
@@ -432,8 +447,10 @@ static void record_success(at_engine *e, at_task *t, time_t now)
 static void record_failure(at_engine *e, at_task *t, time_t now)
 {
     const at_cert_conf *cc = &e->conf->certs[t->cert];
+    at_cert_rt *rt = &e->certs[t->cert];
     json_t *st = state_load(e, cc->id), *ej;
-    int failures = (int)jtime(st, "failures") + 1;
+    int stored = (int)jtime(st, "failures");
+    int failures = (rt->mem_last_failure > jtime(st, "last_attempt") ? rt->mem_failures : stored) + 1;
     at_plan_policy pol;
     long delay;
     const char *ptype = at_acme_problem_type(&t->err);
@@ -454,6 +471,9 @@ static void record_failure(at_engine *e, at_task *t, time_t now)
         json_object_del(st, "retry_after");
     }
     json_object_set_new(st, "next_attempt", json_integer((json_int_t)(now + delay)));
+    rt->mem_failures = failures;
+    rt->mem_last_failure = now;
+    rt->mem_retry_after = jtime(st, "retry_after");
     state_save(e, cc->id, st);
     json_decref(st);
 

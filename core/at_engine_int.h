@@ -117,8 +117,14 @@ typedef struct at_cert_rt {
     int       ari_running;
     time_t    ari_next;      /* when to ask renewalInfo again (0 = unknown) */
     int       have_cert;
-    int       forced;        /* force requested (not yet started) */
+    int       forced;        /* force requested, until an order succeeds */
     int       failed_now;    /* failed during this run_once */
+    /* The last failure as this process recorded it, in case the store could
+     * not keep it (disk full): planning must not lose a failure's backoff
+     * (or a renew request, above), or it would order again at once. */
+    int       mem_failures;
+    time_t    mem_last_failure;
+    time_t    mem_retry_after;
 } at_cert_rt;
 
 struct at_engine {
