@@ -19,6 +19,7 @@
 #include <http_protocol.h>
 #include <http_request.h>
 #include <http_ssl.h>
+#include <apr_strings.h>
 
 #include "at_reply.h"
 
@@ -81,6 +82,34 @@ static int not_yet(request_rec *r, const at_ap_site *site)
     return DONE;
 }
 
+static int under_prefix(const char *path)
+{
+    return path && strncmp(path, AT_HTTP01_PREFIX, sizeof(AT_HTTP01_PREFIX) - 1) == 0;
+}
+
+/* The challenge path this request asks for, or NULL. This hook sees the
+ * path before Apache decodes and normalises it; compared only as sent,
+ * "/.well-known/acme%2Dchallenge/T", "//.well-known/acme-challenge/T" or
+ * "/.well-known/x/../acme-challenge/T" would pass and be looked up in the
+ * DocumentRoot. So the path is also read the way Apache will map it, and a
+ * request that is under the prefix either way is ours (a path that is not
+ * a plain token then gets a 404, and nothing touches the disk). */
+static const char *challenge_path(request_rec *r)
+{
+    const char *raw = r->parsed_uri.path;
+    char *mapped;
+
+    if (!raw)
+        return NULL;
+    mapped = apr_pstrdup(r->pool, raw);
+    if (!ap_normalize_path(mapped, AP_NORMALIZE_DECODE_UNRESERVED | AP_NORMALIZE_MERGE_SLASHES) ||
+        ap_unescape_url(mapped) != OK)
+        mapped = NULL;              /* Apache refuses it; judge what was sent */
+    if (under_prefix(mapped))
+        return mapped;
+    return under_prefix(raw) ? raw : NULL;
+}
+
 static int post_read_request(request_rec *r)
 {
     const at_ap_srv *sc;
@@ -88,8 +117,7 @@ static int post_read_request(request_rec *r)
 
     if (!at_ap_g || !at_ap_g->conf || !at_ap_g->live || r->main || r->prev)
         return DECLINED;
-    path = r->parsed_uri.path;
-    if (path && strncmp(path, AT_HTTP01_PREFIX, sizeof(AT_HTTP01_PREFIX) - 1) == 0) {
+    if ((path = challenge_path(r)) != NULL) {
         int rv = http01(r, path);
         if (rv != DECLINED)
             return rv;
