@@ -13,53 +13,21 @@
 set -euo pipefail
 
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
-BUILD=$(cd "${1:?usage: $0 BUILD_DIR [http-01 | tls-alpn-01]}" && pwd)
-CHALLENGE=${2:-http-01}
-MODULE=$BUILD/module/apache/mod_autotls.so
+# shellcheck source=scripts/demo-lib.sh
+. "$SRC/scripts/demo-lib.sh"
+demo_init apache module/apache/mod_autotls.so apache2-dev "$@"
 MODULES=/usr/lib/apache2/modules
-NAMES=(demo.example.com www.demo.example.com)
-
-case $CHALLENGE in
-    http-01|tls-alpn-01) ;;
-    *) echo "usage: $0 BUILD_DIR [http-01 | tls-alpn-01]" >&2; exit 2 ;;
-esac
-[ -f "$MODULE" ] || { echo "$MODULE is missing: build with apache2-dev installed" >&2; exit 1; }
-
-WORK=$(mktemp -d /tmp/autotls-apache-demo.XXXXXX)
-chmod 755 "$WORK"
-CA_PID= APACHE_STARTED=
+APACHE_STARTED=
 cleanup() {
     if [ -n "$APACHE_STARTED" ]; then
         apache2 -d "$WORK/apache" -f "$WORK/apache/apache2.conf" -k stop 2>/dev/null || true
         for _ in $(seq 100); do [ -f "$WORK/apache/run/apache2.pid" ] || break; sleep 0.1; done
     fi
-    if [ -n "$CA_PID" ]; then
-        kill -TERM "$CA_PID" 2>/dev/null || true
-        wait "$CA_PID" 2>/dev/null || true
-    fi
-    if [ -z "${AUTOTLS_KEEP_TMP:-}" ]; then rm -rf "$WORK"; else echo "kept $WORK"; fi
+    demo_cleanup
 }
 trap cleanup EXIT
 
-step() { printf '\n== %s\n' "$*"; }
-run() {
-    printf '$ %s\n' "$*"
-    "$@" || { local rc=$?; echo "demo: failed (exit $rc): $*" >&2; exit $rc; }
-}
-
-step "1/5 start Pebble and pebble-challtestsrv on 127.0.0.1"
-/usr/bin/python3 "$SRC/tests/integration/pebble.py" --workdir "$WORK/ca" > "$WORK/ca.log" 2>&1 &
-CA_PID=$!
-for _ in $(seq 300); do
-    [ -f "$WORK/ca/pebble.env" ] && break
-    kill -0 "$CA_PID" 2>/dev/null || { cat "$WORK/ca.log"; echo "Pebble did not start" >&2; exit 1; }
-    sleep 0.1
-done
-[ -f "$WORK/ca/pebble.env" ] || { cat "$WORK/ca.log"; echo "Pebble did not start within 30s" >&2; exit 1; }
-# shellcheck source=/dev/null
-. "$WORK/ca/pebble.env"
-chmod -R a+rX "$WORK/ca"
-echo "ACME directory: $PEBBLE_DIRECTORY"
+demo_start_ca "1/5"
 
 step "2/5 Apache with one virtual host: AutoTLS on (${CHALLENGE})"
 A=$WORK/apache
@@ -120,35 +88,18 @@ sleep 0.5
 pids_before=$(pgrep -d, -f "apache2 -d $A" || true)
 
 step "3/5 the certificate arrives and is served, without a restart"
-got=
-for _ in $(seq 600); do
-    if echo | openssl s_client -connect "127.0.0.1:$PEBBLE_TLS_PORT" -servername "${NAMES[0]}" \
-            -verify_return_error -CAfile "$PEBBLE_ROOT" > "$WORK/s_client.txt" 2>&1; then
-        got=1
-        break
-    fi
-    sleep 0.1
-done
-[ -n "$got" ] || { tail -n 30 "$A/logs/error.log"; echo "no certificate within 60s" >&2; exit 1; }
-grep -E "autotls" "$A/logs/error.log" | tail -n 5
-sed -n '/-----BEGIN CERTIFICATE-----/,/-----END CERTIFICATE-----/p' "$WORK/s_client.txt" > "$WORK/leaf.pem"
-run openssl x509 -in "$WORK/leaf.pem" -noout -subject -issuer -dates -ext subjectAltName
+demo_wait_cert "$A/logs/error.log"
 pids_after=$(pgrep -d, -f "apache2 -d $A" || true)
 echo "apache processes before: $pids_before"
 echo "apache processes after:  $pids_after"
 [ "$pids_before" = "$pids_after" ] && echo "(the same: nothing was restarted or reloaded)"
 
 step "4/5 HTTPS with the new certificate, verified against Pebble's root"
-for name in "${NAMES[@]}"; do
-    run curl -sS --cacert "$PEBBLE_ROOT" --resolve "$name:$PEBBLE_TLS_PORT:127.0.0.1" \
-        "https://$name:$PEBBLE_TLS_PORT/"
-done
+demo_https
 
 step "5/5 the status page"
-run curl -sS --cacert "$PEBBLE_ROOT" --resolve "${NAMES[0]}:$PEBBLE_TLS_PORT:127.0.0.1" \
-    "https://${NAMES[0]}:$PEBBLE_TLS_PORT/autotls-status?format=json"
+demo_https "/autotls-status?format=json"
 echo
-run curl -sS --cacert "$PEBBLE_ROOT" --resolve "${NAMES[0]}:$PEBBLE_TLS_PORT:127.0.0.1" \
-    "https://${NAMES[0]}:$PEBBLE_TLS_PORT/autotls-status?format=prometheus"
+demo_https "/autotls-status?format=prometheus"
 echo
 echo "demo done: Apache serves a certificate for ${NAMES[*]} from a local ACME CA"
