@@ -201,6 +201,7 @@ typedef struct at_order_params {
     const at_challenge_type *challenges;/* preference order; wildcards use dns-01 only */
     size_t       nchallenges;
     const char  *profile;               /* sent only when the directory lists profiles; NULL = none */
+    const char  *profile_hint;          /* how the admin sets it, e.g. "AutoTLSProfile NAME", or NULL */
     const char  *replaces;              /* ARI certificate id of the predecessor, or NULL */
     const char  *preferred_chain;       /* issuer CN of the wanted chain's top, or NULL */
     long         poll_timeout;          /* max seconds waiting for pending/processing (default 300) */

@@ -1501,8 +1501,10 @@ static int check_params(at_acme_op *op, const at_order_params *p, at_error *err)
             at_buf_puts(&b, i ? ", " : "");
             at_acme_append_clean(&b, dir->profiles[i].name, strlen(dir->profiles[i].name), 64);
         }
-        at_error_set(err, AT_ERR_CONFIG, "the CA %s has no profile \"%s\"; it offers: %s",
-                     at_acme_client_url(op->client), p->profile, at_buf_str(&b));
+        at_error_set(err, AT_ERR_CONFIG, "the CA %s has no profile \"%s\"; it offers: %s%s%s%s",
+                     at_acme_client_url(op->client), p->profile, at_buf_str(&b),
+                     p->profile_hint ? " (set " : "", p->profile_hint ? p->profile_hint : "",
+                     p->profile_hint ? " to one of them, or remove it)" : "");
         at_buf_free(&b);
         return -1;
     }

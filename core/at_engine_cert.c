@@ -318,6 +318,7 @@ int at_engine_cert_start_op(at_engine *e, at_task *t, time_t now)
     p.challenges = cc->challenges;
     p.nchallenges = cc->nchallenges;
     p.profile = cc->profile;
+    p.profile_hint = e->conf->hints.profile;
     p.preferred_chain = cc->preferred_chain;
     p.poll_timeout = e->conf->poll_timeout > 0 ? e->conf->poll_timeout : 300;
     p.use_preauthorization = 1;

@@ -292,6 +292,12 @@ static void t_profiles(void)
     AT_CHECK_CONTAINS(err.msg, "\"tiny\"");
     AT_CHECK_CONTAINS(err.msg, "classic, shortlived");
     at_error_clear(&err);
+    /* With the host's spelling of the setting, the message says what to change. */
+    p.profile_hint = "AutoTLSProfile NAME";
+    AT_CHECK(at_acme_order_new(e.c, &p, &err) == NULL);
+    AT_CHECK_CONTAINS(err.msg, "set AutoTLSProfile NAME to one of them");
+    at_error_clear(&err);
+    p.profile_hint = NULL;
     env_free(&e);
 
     /* A CA without profiles: the profile is not sent at all. */
