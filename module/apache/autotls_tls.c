@@ -277,13 +277,26 @@ static int is_acme_conn(const conn_rec *c)
     return ap_get_module_config(c->conn_config, &autotls_module) == acme_mark;
 }
 
+/* acme-tls/1 is proposed only for a name with a tls-alpn-01 challenge
+ * pending. Otherwise the client gets no acme-tls/1 (a validator then fails
+ * the handshake), instead of a finished acme-tls/1 handshake with the
+ * site's ordinary certificate. */
 static int protocol_propose(conn_rec *c, request_rec *r, server_rec *s,
                             const apr_array_header_t *offers, apr_array_header_t *proposals)
 {
-    if (r || !site_of(s) || !ap_ssl_conn_is_ssl(c))
+    const char *sni;
+    char name[256];
+
+    if (r || !site_of(s) || !ap_ssl_conn_is_ssl(c) || !at_ap_g || !at_ap_g->live)
         return DECLINED;
     if (!ap_array_str_contains(offers, AT_AP_ACME_TLS))
         return DECLINED;
+    sni = ap_ssl_var_lookup(c->pool, s, c, NULL, "SSL_TLS_SNI");
+    if (!sni || !*sni)
+        return DECLINED;
+    at_name_lower(name, sizeof(name), sni, strlen(sni));
+    if (at_live_get_alpn01(at_ap_g->live, name, NULL, NULL) == 0)
+        return DECLINED;              /* (-1, a busy table: let the handshake decide) */
     APR_ARRAY_PUSH(proposals, const char *) = AT_AP_ACME_TLS;
     return OK;
 }
