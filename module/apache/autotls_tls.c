@@ -124,7 +124,7 @@ static int placeholder_ok(apr_pool_t *p, const at_ap_site *site, const char *cer
 }
 
 static int make_one(at_ap_site *site, const char *cert_path, const char *key_path,
-                    const char *spec, const char *dir, apr_pool_t *ptemp)
+                    const char *spec, const char *dir, int level, apr_pool_t *ptemp)
 {
     at_buf cert = AT_BUF_INIT, key = AT_BUF_INIT;
     at_error err = AT_ERROR_INIT;
@@ -140,9 +140,9 @@ static int make_one(at_ap_site *site, const char *cert_path, const char *key_pat
     }
     if (write_file(key_path, key.data, key.len, 0600) != 0 ||
         write_file(cert_path, cert.data, cert.len, 0644) != 0) {
-        ap_log_error(APLOG_MARK, APLOG_EMERG, errno, site->s,
+        ap_log_error(APLOG_MARK, level, errno, site->s,
                      "AutoTLS: cannot write the placeholder certificate for %s into %s; check that "
-                     "the directory is writable by root", site->id, dir);
+                     "the directory is writable by root and its disk has room", site->id, dir);
         goto out;
     }
     rv = 0;
@@ -155,7 +155,8 @@ out:
 
 /* One placeholder per key kind the site's certificates use, so a client
  * that only speaks RSA still reaches the 503 page. */
-static int make_placeholders(at_ap_gen *g, at_ap_site *site, const char *dir, apr_pool_t *ptemp)
+static int make_placeholders(at_ap_gen *g, at_ap_site *site, const char *dir, int level,
+                             apr_pool_t *ptemp)
 {
     at_key_kind kinds[2];
     size_t n = at_site_placeholder_kinds(g->conf, site->names[0], kinds);
@@ -168,7 +169,7 @@ static int make_placeholders(at_ap_gen *g, at_ap_site *site, const char *dir, ap
         site->ph_cert[i] = apr_psprintf(g->pool, "%s/%s.%s.cert.pem", dir, id, kind);
         site->ph_key[i] = apr_psprintf(g->pool, "%s/%s.%s.key.pem", dir, id, kind);
         if (make_one(site, site->ph_cert[i], site->ph_key[i],
-                     kinds[i] == AT_KEY_RSA ? "rsa:2048" : "ec:P-256", dir, ptemp) != 0)
+                     kinds[i] == AT_KEY_RSA ? "rsa:2048" : "ec:P-256", dir, level, ptemp) != 0)
             return -1;
         site->nph++;
     }
@@ -193,19 +194,44 @@ static void allow_acme_tls(at_ap_gen *g, server_rec *s)
     core->protocols = list;
 }
 
+/* The placeholders live in the store; when it cannot take them (its disk
+ * is full, it is read-only), they go to the runtime directory instead: a
+ * placeholder only has to be somewhere mod_ssl can read it at startup, and
+ * a store in trouble must not keep the whole server from (re)starting. */
+static const char *spare_dir(at_ap_gen *g, apr_pool_t *ptemp)
+{
+    const char *spare = ap_runtime_dir_relative(ptemp, "autotls-placeholders");
+
+    if (!spare || (mkdir(spare, 0700) != 0 && errno != EEXIST)) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, errno, g->s,
+                     "AutoTLS: cannot create %s for placeholder certificates either",
+                     spare ? spare : "a directory in the runtime directory");
+        return NULL;
+    }
+    return spare;
+}
+
 int at_ap_tls_post_config(at_ap_gen *g, apr_pool_t *ptemp)
 {
-    const char *dir = apr_pstrcat(ptemp, g->store_dir, "/placeholders", NULL);
+    const char *dir = apr_pstrcat(ptemp, g->store_dir, "/placeholders", NULL), *spare = NULL;
+    int in_store = 1;
 
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-        ap_log_error(APLOG_MARK, APLOG_EMERG, errno, g->s,
+        ap_log_error(APLOG_MARK, APLOG_WARNING, errno, g->s,
                      "AutoTLS: cannot create %s for placeholder certificates", dir);
-        return -1;
+        in_store = 0;
     }
     for (int i = 0; i < g->sites->nelts; i++) {
         at_ap_site *site = APR_ARRAY_IDX(g->sites, i, at_ap_site *);
-        if (make_placeholders(g, site, dir, ptemp) != 0)
-            return -1;
+        if (!in_store || make_placeholders(g, site, dir, APLOG_WARNING, ptemp) != 0) {
+            if (!spare && !(spare = spare_dir(g, ptemp)))
+                return -1;
+            if (make_placeholders(g, site, spare, APLOG_EMERG, ptemp) != 0)
+                return -1;
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, site->s,
+                         "AutoTLS: the placeholder certificate for %s is in %s, as the store "
+                         "cannot take it", site->id, spare);
+        }
         allow_acme_tls(g, site->s);
     }
     return 0;
