@@ -279,6 +279,48 @@ typedef struct order_seed {
     knobs_fn   *knobs;
 } order_seed;
 
+/* A recorded conversation with one answer edited: record rec (0 = the
+ * directory) gets its first `from` replaced by `to`. For the states a fake
+ * CA never reaches by itself (an invalid authorization, an invalid order). */
+static void variant(const char *target, const char *name, const at_buf *conv, size_t nflags, size_t rec,
+                    const char *from, const char *to)
+{
+    const char *p = conv->data + nflags, *end = conv->data + conv->len, *hit;
+    at_buf b = AT_BUF_INIT;
+    for (size_t i = 0; i < rec && p; i++) {
+        p = memmem(p, (size_t)(end - p), AT_FUZZ_SEP, sizeof(AT_FUZZ_SEP) - 1);
+        if (p)
+            p += sizeof(AT_FUZZ_SEP) - 1;
+    }
+    if (!p || !(hit = memmem(p, (size_t)(end - p), from, strlen(from))))
+        die("variant %s: '%s' not in record %zu", name, from, rec);
+    at_buf_append(&b, conv->data, (size_t)(hit - conv->data));
+    at_buf_puts(&b, to);
+    hit += strlen(from);
+    at_buf_append(&b, hit, (size_t)(end - hit));
+    write_seed(target, name, b.data, b.len);
+    at_buf_free(&b);
+}
+
+/* A conversation written by hand: flags, the fake CA's directory, answers. */
+static void conversation(const char *target, const char *name, const unsigned char *flags, size_t nflags,
+                         const char *const *answers, size_t n)
+{
+    at_fake_ca *ca = fake_ca(NULL, 0);
+    at_buf b = AT_BUF_INIT;
+    at_http_resp dir;
+    at_buf_append(&b, flags, nflags);
+    dir_record(ca, &b, &dir);
+    for (size_t i = 0; i < n; i++) {
+        sep(&b);
+        at_buf_puts(&b, answers[i]);
+    }
+    write_seed(target, name, b.data, b.len);
+    at_http_resp_free(&dir);
+    at_buf_free(&b);
+    at_fake_ca_free(ca);
+}
+
 static void seeds_order(void)
 {
     static const order_seed seeds[] = {
@@ -316,6 +358,27 @@ static void seeds_order(void)
         dir_record(ca, &out, &dir);
         at_fuzz_order(seeds[i].f0, seeds[i].f1, &dir, &r);
         write_seed("acme_order", seeds[i].name, out.data, out.len);
+        if (i == 0) {
+            /* http01: record 2 is the new order, 3 the authorization. */
+            variant("acme_order", "authz-invalid", &out, 2, 3, "{\"status\":\"pending\"",
+                    "{\"status\":\"invalid\"");
+            variant("acme_order", "authz-expired", &out, 2, 3, "{\"status\":\"pending\"",
+                    "{\"status\":\"expired\"");
+            variant("acme_order", "authz-unknown-status", &out, 2, 3, "{\"status\":\"pending\"",
+                    "{\"status\":\"paused\"");
+            variant("acme_order", "authz-no-identifier", &out, 2, 3, "\"identifier\"", "\"ident\"");
+            variant("acme_order", "authz-no-challenges", &out, 2, 3, "\"challenges\"", "\"challengez\"");
+            variant("acme_order", "order-invalid", &out, 2, 2, "{\"status\":\"pending\"",
+                    "{\"error\":{\"type\":\"urn:ietf:params:acme:error:rejectedIdentifier\","
+                    "\"detail\":\"policy forbids\"},\"status\":\"invalid\"");
+            variant("acme_order", "order-no-location", &out, 2, 2, "Location:", "X-Location:");
+            variant("acme_order", "order-unknown-status", &out, 2, 2, "{\"status\":\"pending\"",
+                    "{\"status\":\"queued\"");
+            variant("acme_order", "authz-url-not-string", &out, 2, 2, "\"authorizations\":[",
+                    "\"authorizations\":[7,");
+            variant("acme_order", "cert-damaged", &out, 2, 6, "-----BEGIN CERTIFICATE-----\nMII",
+                    "-----BEGIN CERTIFICATE-----\nMIJ");
+        }
         at_http_resp_free(&dir);
         at_buf_free(&out);
         at_fake_ca_free(ca);
@@ -356,6 +419,32 @@ typedef struct acct_seed {
 
 static void seeds_account(void)
 {
+    static const char nonce[] = "200\nReplay-Nonce: Nfake0000000001\n\n";
+    static const char not_found[] = "400\nContent-Type: application/problem+json\nReplay-Nonce: Nfake0000000002\n\n"
+        "{\"type\":\"urn:ietf:params:acme:error:accountDoesNotExist\",\"detail\":\"no account\"}";
+    static const struct { const char *name; unsigned char f[2]; const char *last; } hand[] = {
+        { "create-invalid-contact", { 0x28, 0x08 }, "400\nContent-Type: application/problem+json\n\n"
+          "{\"type\":\"urn:ietf:params:acme:error:invalidContact\",\"detail\":\"no such domain\"}" },
+        { "create-eab-required", { 0x08, 0x08 }, "403\nContent-Type: application/problem+json\n\n"
+          "{\"type\":\"urn:ietf:params:acme:error:externalAccountRequired\"}" },
+        { "create-user-action", { 0x08, 0x08 }, "403\nContent-Type: application/problem+json\n"
+          "Link: <https://ca.test/terms/v2>;rel=\"terms-of-service\"\n\n"
+          "{\"type\":\"urn:ietf:params:acme:error:userActionRequired\",\"detail\":\"new terms\"}" },
+        { "create-deactivated", { 0x08, 0x00 }, "201\nContent-Type: application/json\n"
+          "Location: https://ca.test/acct/0\n\n{\"status\":\"deactivated\"}" },
+    };
+    for (size_t i = 0; i < sizeof(hand) / sizeof(hand[0]); i++) {
+        const char *answers[] = { nonce, not_found, hand[i].last };
+        conversation("acme_account", hand[i].name, hand[i].f, 2, answers, 3);
+    }
+    {
+        static const unsigned char f[2] = { 0x43, 0x00 };
+        const char *answers[] = { nonce, "409\nContent-Type: application/problem+json\n"
+            "Location: https://ca.test/acct/7\n\n{\"type\":\"urn:ietf:params:acme:error:malformed\","
+            "\"detail\":\"key in use\"}" };
+        conversation("acme_account", "rollover-conflict", f, 2, answers, 2);
+    }
+
     static const acct_seed seeds[] = {
         { "ensure-create", 0x28, 0x00, NULL, 0 },
         { "ensure-existing", 0x08, 0x00, NULL, 1 },
