@@ -713,13 +713,26 @@ int at_placeholder_cert(const char *const *names, size_t nnames, const char *key
                         int days, at_buf *cert_pem, at_buf *key_pem, at_error *err)
 {
     at_key_spec spec = AT_KEY_SPEC_DEFAULT;
+    EVP_PKEY *key;
+    int rv;
+    if (key_spec && at_key_spec_parse(key_spec, &spec, err) != 0)
+        return -1;
+    if (!(key = at_key_generate(&spec, err)))
+        return -1;
+    rv = at_placeholder_cert_with_key(names, nnames, key, days, cert_pem, key_pem, err);
+    EVP_PKEY_free(key);
+    return rv;
+}
+
+int at_placeholder_cert_with_key(const char *const *names, size_t nnames, EVP_PKEY *key,
+                                 int days, at_buf *cert_pem, at_buf *key_pem, at_error *err)
+{
     char cn[256];
-    EVP_PKEY *key = NULL;
     X509 *x = NULL;
     BASIC_CONSTRAINTS *bc = NULL;
     int rv = -1;
-    if (key_spec && at_key_spec_parse(key_spec, &spec, err) != 0)
-        return -1;
+    if (!key)
+        return at_error_set(err, AT_ERR_INTERNAL, "no key for the placeholder certificate");
     if (days <= 0)
         days = 1;
     snprintf(cn, sizeof(cn), "%s", AT_PLACEHOLDER_CN);
@@ -729,8 +742,6 @@ int at_placeholder_cert(const char *const *names, size_t nnames, const char *key
         if (!small_cn(cn))
             snprintf(cn, sizeof(cn), "%s", AT_PLACEHOLDER_CN);
     }
-    if (!(key = at_key_generate(&spec, err)))
-        return -1;
     if (!(x = cert_new(key, cn, AT_PLACEHOLDER_CN, names, nnames, days, err)))
         goto done;
     if (!(bc = BASIC_CONSTRAINTS_new()) ||
@@ -743,7 +754,6 @@ int at_placeholder_cert(const char *const *names, size_t nnames, const char *key
 done:
     BASIC_CONSTRAINTS_free(bc);
     X509_free(x);
-    EVP_PKEY_free(key);
     return rv;
 }
 

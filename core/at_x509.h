@@ -86,6 +86,12 @@ int at_tlsalpn01_cert(const char *name, const char *key_authorization,
 int at_placeholder_cert(const char *const *names, size_t nnames, const char *key_spec,
                         int days, at_buf *cert_pem, at_buf *key_pem, at_error *err);
 
+/* The same with a key the caller already has (borrowed; its PEM goes to
+ * key_pem): a host making placeholders for many sites generates one key per
+ * kind instead of one per site (an RSA key costs tens of milliseconds). */
+int at_placeholder_cert_with_key(const char *const *names, size_t nnames, EVP_PKEY *key,
+                                 int days, at_buf *cert_pem, at_buf *key_pem, at_error *err);
+
 /* SHA-256 fingerprint of the leaf in lowercase hex (65 bytes). */
 int at_cert_sha256_hex(X509 *x, char out[65]);
 

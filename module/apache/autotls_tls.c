@@ -123,17 +123,50 @@ static int placeholder_ok(apr_pool_t *p, const at_ap_site *site, const char *cer
     return ok;
 }
 
+/* One key per kind serves every placeholder of a configuration pass:
+ * generating an RSA key per vhost made a start with 100 RSA vhosts take
+ * half a minute. Freed when the pass is over (ph_keys_free). */
+static EVP_PKEY *ph_keys[2];
+
+static apr_status_t ph_keys_free(void *data)
+{
+    (void)data;
+    for (size_t i = 0; i < sizeof(ph_keys) / sizeof(ph_keys[0]); i++) {
+        EVP_PKEY_free(ph_keys[i]);
+        ph_keys[i] = NULL;
+    }
+    return APR_SUCCESS;
+}
+
+static EVP_PKEY *ph_key(const char *spec, apr_pool_t *ptemp, at_error *err)
+{
+    at_key_spec ks;
+    int i;
+
+    if (at_key_spec_parse(spec, &ks, err) != 0)
+        return NULL;
+    i = ks.kind == AT_KEY_RSA ? 1 : 0;
+    if (!ph_keys[i]) {
+        if (!ph_keys[0] && !ph_keys[1])
+            apr_pool_cleanup_register(ptemp, NULL, ph_keys_free, apr_pool_cleanup_null);
+        ph_keys[i] = at_key_generate(&ks, err);
+    }
+    return ph_keys[i];
+}
+
 static int make_one(at_ap_site *site, const char *cert_path, const char *key_path,
                     const char *spec, const char *dir, int level, apr_pool_t *ptemp)
 {
     at_buf cert = AT_BUF_INIT, key = AT_BUF_INIT;
     at_error err = AT_ERROR_INIT;
+    EVP_PKEY *pk;
     int rv = -1;
 
     if (placeholder_ok(ptemp, site, cert_path, key_path))
         return 0;
-    if (at_placeholder_cert(site->names, (size_t)site->nnames, spec, PLACEHOLDER_DAYS,
-                            &cert, &key, &err) != 0) {
+    if (!(pk = ph_key(spec, ptemp, &err)) ||
+        at_placeholder_cert_with_key(site->names, (size_t)site->nnames, pk, PLACEHOLDER_DAYS,
+                                     &cert, &key, &err) != 0) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, 0, site->s,
                      "AutoTLS: making the placeholder certificate for %s failed: %s", site->id, err.msg);
         goto out;

@@ -719,6 +719,48 @@ static void t_placeholder(void)
     AT_CHECK_INT(cert.len, 0);
 }
 
+/* Placeholders for two sites from one key the caller keeps: each names its
+ * own site and verifies with that key; the key is borrowed, not consumed. */
+static void t_placeholder_with_key(void)
+{
+    static const char *const a[] = { "a.example" }, *const b[] = { "b.example", "www.b.example" };
+    at_key_spec ks = { AT_KEY_RSA, 2048 };
+    at_buf ca = AT_BUF_INIT, ka = AT_BUF_INIT, cb = AT_BUF_INIT, kb = AT_BUF_INIT;
+    at_error err = AT_ERROR_INIT;
+    at_cert_info ia, ib;
+    EVP_PKEY *k = at_key_generate(&ks, &err), *back;
+    X509 *xa, *xb;
+
+    AT_CHECK(k != NULL);
+    AT_CHECK_OK(at_placeholder_cert_with_key(a, 1, k, 30, &ca, &ka, &err), &err);
+    AT_CHECK_OK(at_placeholder_cert_with_key(b, 2, k, 30, &cb, &kb, &err), &err);
+    xa = pem_cert(ca.data);
+    xb = pem_cert(cb.data);
+    AT_CHECK_INT(X509_verify(xa, k), 1);
+    AT_CHECK_INT(X509_verify(xb, k), 1);
+    AT_CHECK_OK(at_cert_info_pem(ca.data, ca.len, &ia, &err), &err);
+    AT_CHECK_OK(at_cert_info_pem(cb.data, cb.len, &ib, &err), &err);
+    AT_CHECK_INT(ia.nnames, 1);
+    AT_CHECK_INT(ib.nnames, 2);
+    AT_CHECK_STR(ia.names[0], "a.example");
+    AT_CHECK_STR(ib.issuer_cn, "autotls placeholder");
+    at_cert_info_free(&ia);
+    at_cert_info_free(&ib);
+    back = at_key_from_pem(kb.data, kb.len, &err);
+    AT_CHECK(back && EVP_PKEY_eq(back, k) == 1);
+    AT_CHECK_INT(at_key_matches_cert_pem(back, ca.data, ca.len), 1);
+    EVP_PKEY_free(back);
+    AT_CHECK(at_placeholder_cert_with_key(a, 1, NULL, 30, &ca, &ka, &err) == -1);
+    X509_free(xa);
+    X509_free(xb);
+    EVP_PKEY_free(k);
+    at_buf_free(&ca);
+    at_buf_free(&cb);
+    at_buf_free_secret(&ka);
+    at_buf_free_secret(&kb);
+    at_error_clear(&err);
+}
+
 static const at_test_case cases[] = {
     AT_CASE(t_name_normalize_valid),
     AT_CASE(t_name_normalize_invalid),
@@ -732,6 +774,7 @@ static const at_test_case cases[] = {
     AT_CASE(t_cert_sha256),
     AT_CASE(t_tlsalpn01),
     AT_CASE(t_placeholder),
+    AT_CASE(t_placeholder_with_key),
     AT_CASE_END
 };
 
