@@ -143,11 +143,16 @@ def world_dir(prefix):
 
 
 class Scratch:
-    """Directories made during a run, removed at the end unless kept."""
+    """Directories made during a run, removed when the benchmark has
+    reported (main_wrapper) unless kept. Removing thousands of files can
+    take minutes on a disk mounted with online discard."""
+
+    live = []
 
     def __init__(self, keep=False):
         self.keep = keep
         self.dirs = []
+        Scratch.live.append(self)
 
     def make(self, prefix):
         d = world_dir(prefix)
@@ -155,11 +160,12 @@ class Scratch:
         return d
 
     def cleanup(self):
+        dirs, self.dirs = self.dirs, []
         if self.keep:
-            for d in self.dirs:
+            for d in dirs:
                 log(f"kept {d}")
             return
-        for d in self.dirs:
+        for d in dirs:
             shutil.rmtree(d, ignore_errors=True)
 
 
@@ -868,4 +874,6 @@ def main_wrapper(fn):
         rc = 130
     finally:
         ManagedProcess.stop_all()
+        for sc in Scratch.live:
+            sc.cleanup()
     sys.exit(rc or 0)

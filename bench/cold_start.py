@@ -227,11 +227,10 @@ def main():
     finally:
         if hasattr(env, "ca"):
             env.ca.stop()
-        env.scratch.cleanup()
     if not args.no_save:
         res.save(args.out)
     res.print_table()
-    last = [r for r in res.rows if r["baseline_name"] == "mod_md"]
+    last = [r for r in res.rows if r["figure"].endswith("(Apache)") and r["ratio"] is not None]
     if last:
         head = max(last, key=lambda r: (r["detail"]["names"], r["detail"]["key"] == "ec"))
         print(f"ratio: {head['figure']}: autotls {head['ratio']:.1f}x faster than mod_md "

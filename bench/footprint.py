@@ -228,7 +228,6 @@ def main():
     finally:
         if hasattr(env, "ca"):
             env.ca.stop()
-        env.scratch.cleanup()
 
     for n in sizes:
         d = data[n]

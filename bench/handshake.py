@@ -222,7 +222,6 @@ def main():
     finally:
         if hasattr(env, "ca"):
             env.ca.stop()
-        env.scratch.cleanup()
 
     def paired(label, key, a, b, field):
         xs, ys = results.get((label, key, a), []), results.get((label, key, b), [])

@@ -184,7 +184,6 @@ def main():
             s.stop()
         if hasattr(env, "ca"):
             env.ca.stop()
-        env.scratch.cleanup()
 
     def paired(field, invert=False):
         vals = [(m[field] / a[field]) if invert else (a[field] / m[field])

@@ -18,7 +18,6 @@ beside it. Configurations alternate (1, default, default, 1, ...).
 
 import json
 import re
-import shutil
 import subprocess
 import time
 
@@ -131,7 +130,6 @@ def main():
         for c in CONFIGS:
             stores[c] = env.scratch.make("bench-renew-") / "store"
             copy_store(seed_store, stores[c])
-        shutil.rmtree(seed_store.parent, ignore_errors=True)
         for r in range(args.rounds):
             for c in bl.interleaved(CONFIGS, r):
                 out = renew_round(env, stores[c], CONFIGS[c])
@@ -141,7 +139,6 @@ def main():
     finally:
         if hasattr(env, "ca"):
             env.ca.stop()
-        env.scratch.cleanup()
 
     n = args.names
     wall = {c: bl.summary([x["wall"] for x in runs[c]]) for c in CONFIGS}
