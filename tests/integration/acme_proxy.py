@@ -15,7 +15,8 @@ Tests steer it per request kind ("newOrder", "finalize", "authz" ...):
 
 Fault actions (parameters in brackets):
     status        answer with an ACME problem document instead of forwarding
-                  [status=503, retry_after, problem_type, detail, nonce=True]
+                  [status=503, retry_after, problem_type, detail, nonce=True,
+                  delay=0: seconds to wait before answering]
     delay         forward, but only after a pause [seconds]
     hang          read the request, say nothing for a while, close [seconds]
     close         close the connection without answering
@@ -515,6 +516,8 @@ class AcmeProxy:
         if fault and fault.action == "delay":
             self._stopping.wait(fault.params.get("seconds", 5))
         if fault and fault.action == "status":
+            if fault.params.get("delay"):
+                self._stopping.wait(fault.params["delay"])
             response = self._fault_status(fault.params)
         else:
             response = self._answer(method, path, kind, headers, body, record, client_host)
