@@ -288,10 +288,13 @@ class AcmeProxy:
     upstream_directory: Pebble's directory URL.
     upstream_ca_file: trust anchor for Pebble's HTTPS listener.
     cert_file / key_file: the proxy's own HTTPS certificate (for 127.0.0.1).
+    client_ca_file: when given, the proxy demands a TLS client certificate
+        issued by these anchors and refuses the handshake without one (what
+        a CA such as EJBCA can require, and Pebble cannot).
     """
 
     def __init__(self, upstream_directory, upstream_ca_file, cert_file, key_file,
-                 host="127.0.0.1", port=0, seed=None, log=None):
+                 host="127.0.0.1", port=0, seed=None, log=None, client_ca_file=None):
         self.upstream_directory = upstream_directory
         parts = urllib.parse.urlsplit(upstream_directory)
         self._upstream_origin = f"{parts.scheme}://{parts.netloc}"
@@ -300,6 +303,9 @@ class AcmeProxy:
         self._upstream_context = ssl.create_default_context(cafile=upstream_ca_file)
         self._server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self._server_context.load_cert_chain(cert_file, key_file)
+        if client_ca_file:
+            self._server_context.verify_mode = ssl.CERT_REQUIRED
+            self._server_context.load_verify_locations(cafile=str(client_ca_file))
         self.host = host
         self.port = port
         self._log = log
@@ -315,6 +321,8 @@ class AcmeProxy:
         self._faults = []
         self._records = []
         self._renewal_info = {}     # cert id -> RenewalInfo
+        self.handshakes_refused = 0  # TLS handshakes that failed (e.g. no client certificate)
+        self.client_subjects = []   # common name of each verified client certificate
         self._certs = {}            # cert id -> CertInfo, every certificate downloaded
         self._order_profiles = {}   # order path -> profile
         self.profiles = dict(DEFAULT_PROFILES)
@@ -734,7 +742,14 @@ class _TLSServer(http.server.ThreadingHTTPServer):
         try:
             conn = self.proxy._server_context.wrap_socket(request, server_side=True)
         except (OSError, ssl.SSLError):
+            with self.proxy._lock:
+                self.proxy.handshakes_refused += 1
             return
+        peer = conn.getpeercert()
+        if peer:
+            subject = dict(item for rdn in peer.get("subject", ()) for item in rdn)
+            with self.proxy._lock:
+                self.proxy.client_subjects.append(subject.get("commonName"))
         self.proxy._track(conn, True)
         try:
             self.RequestHandlerClass(conn, client_address, self)

@@ -69,8 +69,9 @@ class LocalCA:
     def cert_pem(self):
         return self.cert_path.read_text()
 
-    def issue(self, stem, names=("localhost", "127.0.0.1", "::1")):
-        """Issue a server certificate for ``names``.
+    def issue(self, stem, names=("localhost", "127.0.0.1", "::1"), client=False):
+        """Issue a server certificate for ``names`` (with ``client``: a TLS
+        client certificate, extended key usage clientAuth).
 
         Writes ``<stem>.pem`` (leaf then CA) and ``<stem>.key`` into the CA's
         directory and returns their paths as ``(cert_path, key_path)``.
@@ -88,7 +89,8 @@ class LocalCA:
             .add_extension(x509.SubjectAlternativeName([_san_entry(n) for n in names]),
                            critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH if client
+                                                  else ExtendedKeyUsageOID.SERVER_AUTH]),
                            critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
                 self._key.public_key()), critical=False)

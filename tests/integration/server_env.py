@@ -452,7 +452,8 @@ def stack_factory(server_class, stack_class, kw_name, template,
         trust = server.copy_in(local_ca.cert_path, "ca-trust.pem")
         stack = stack_class(server, pebble, None, pebble.directory_url, trust, template)
         if proxy:
-            stack.proxy = start_acme_proxy(pebble)
+            # proxy=True, or a dict of AcmeProxy options (e.g. client_ca_file)
+            stack.proxy = start_acme_proxy(pebble, **(proxy if isinstance(proxy, dict) else {}))
             stack.directory_url = stack.proxy.directory_url
         text = body(server) if callable(body) else body
         server.write_config(stack.global_config() + text)

@@ -4,6 +4,7 @@ command, and certificate profiles.
 """
 
 import base64
+import shutil
 import os
 
 from cryptography import x509
@@ -88,3 +89,25 @@ def test_profile_is_asked_for(make_stack):
     st.apache.wait_for_cert("prof.test", ISSUE_TIMEOUT, root_pem=st.root_pem)
     orders = st.proxy.requests("newOrder")
     assert orders and all(o.profile == "shortlived" for o in orders), orders
+
+
+def test_ca_client_certificate(make_stack, local_ca):
+    """A CA that demands a TLS client certificate (the proxy, in front of
+    Pebble, refuses handshakes without one from the test CA): with
+    AutoTLSCAClientCertificate every request to it carries the certificate.
+    The key is private to the server's User (0600, www-data), as an
+    administrator would keep it."""
+    cert, key = local_ca.issue("apache-acme-client", names=("apache-acme-client.test",),
+                               client=True)
+
+    def body(a):
+        c = a.copy_in(cert, "acme-client.pem")
+        k = a.copy_in(key, "acme-client.key", mode=0o600)
+        shutil.chown(k, "www-data", "www-data")
+        return (f'AutoTLSCAClientCertificate "{c}" "{k}"\n' + status_vhost(a)
+                + vhost("client.test", a.https_port))
+    st = make_stack(body, proxy={"client_ca_file": local_ca.cert_path})
+    st.apache.wait_for_cert("client.test", ISSUE_TIMEOUT, root_pem=st.root_pem)
+    assert st.proxy.requests("finalize")
+    assert set(st.proxy.client_subjects) == {"apache-acme-client.test"}
+    assert st.proxy.handshakes_refused == 0

@@ -7,6 +7,7 @@ Each test runs the real nginx against its own Pebble; clients connect to
 """
 
 import re
+import shutil
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -138,3 +139,23 @@ def test_without_eab_the_ca_refuses_and_status_says_why(make_stack):
     assert entry["state"] in ("error", "missing", "pending")
     assert re.search(r"external account|EAB|autotls_eab", entry["last_error"]["message"], re.I), entry
     assert issuer_cn(n.cert("noeab.test")) == "autotls placeholder"
+
+
+def test_ca_client_certificate(make_stack, local_ca):
+    """A CA that demands a TLS client certificate (the proxy in front of
+    Pebble refuses handshakes without one): autotls_ca_client_certificate
+    sends it on every request; the key is private to the worker's user."""
+    cert, key = local_ca.issue("nginx-acme-client", names=("nginx-acme-client.test",),
+                               client=True)
+
+    def body(n):
+        c = n.copy_in(cert, "acme-client.pem")
+        k = n.copy_in(key, "acme-client.key", mode=0o600)
+        shutil.chown(k, "www-data", "www-data")
+        return (f"    autotls_ca_client_certificate {c} {k};\n" + status_server(n)
+                + server("client.test", n.https_port, "autotls_challenges http-01;"))
+    st = make_stack(body, proxy={"client_ca_file": local_ca.cert_path})
+    st.nginx.wait_for_cert("client.test", ISSUE_TIMEOUT, root_pem=st.root_pem)
+    assert st.proxy.requests("finalize")
+    assert set(st.proxy.client_subjects) == {"nginx-acme-client.test"}
+    assert st.proxy.handshakes_refused == 0

@@ -203,3 +203,31 @@ def test_renew_window_is_used(tool, pebble):
     renew_at = datetime.datetime.strptime(entry["renew_at"], "%Y-%m-%dT%H:%M:%SZ")
     assert abs((renew_at - middle).total_seconds()) < 120, (entry["renew_at"], middle)
     assert tool.tool_json()["sites"][0]["renew_window"] == "50%"
+
+
+def test_ca_client_certificate(make_tool, pebble, start_acme_proxy, local_ca):
+    """A CA that demands a TLS client certificate (EJBCA can): the proxy
+    refuses handshakes without one issued by the test CA. Without
+    --ca-client-cert the tool fails with one line naming the CA; with it,
+    every request carries the certificate and the order completes."""
+    proxy = start_acme_proxy(pebble, client_ca_file=local_ca.cert_path)
+    cert, key = local_ca.issue("autotls-client", names=("autotls-client.test",), client=True)
+    bare = make_tool(pebble, ca_url=proxy.directory_url)
+    r = bare.run(*bare.issue_args(["noclient.test"]))
+    assert r.returncode == 1
+    line = one_line_error(r)
+    assert proxy.origin in line and "client certificate" in line, line
+    assert proxy.handshakes_refused >= 1
+    assert not proxy.requests(), "a request got through without a client certificate"
+
+    tool = make_tool(pebble, ca_url=proxy.directory_url)
+    tool.issue(["client.test"], extra=["--ca-client-cert", cert, key])
+    verify_chain(tool.chain("client.test"), pebble.root(), ["client.test"])
+    assert proxy.requests("newOrder") and proxy.requests("finalize")
+    assert set(proxy.client_subjects) == {"autotls-client.test"}
+    # Remembered for renewal like the other CA settings.
+    site = [s for s in tool.tool_json()["sites"] if s["names"] == ["client.test"]][0]
+    assert site["ca_client_cert"] == str(cert)
+    before = len(proxy.client_subjects)
+    tool.renew("client.test")
+    assert len(proxy.client_subjects) > before
