@@ -230,8 +230,11 @@ void at_error_from_json(at_error *err, const json_t *j)
         return;
     err->code = code_from_name(json_string_value(json_object_get(j, "code")));
     msg = json_string_value(json_object_get(j, "message"));
-    snprintf(err->msg, sizeof(err->msg), "%s", msg ? msg : "unknown error");
+    snprintf(err->msg, sizeof(err->msg), "%s", msg ? msg : "");
     msg_clean(err->msg);
+    /* A record damaged to an empty message must still say something. */
+    if (!err->msg[0])
+        snprintf(err->msg, sizeof(err->msg), "unknown error (the saved record has no message)");
     err->http_status = (int)json_integer_value(json_object_get(j, "http_status"));
     err->retry_after = json_is_integer(json_object_get(j, "retry_after"))
         ? (long)json_integer_value(json_object_get(j, "retry_after")) : -1;

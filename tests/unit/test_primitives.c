@@ -13,6 +13,7 @@
 #include <openssl/rand.h>
 
 #include "at_b64.h"
+#include "at_error.h"
 #include "at_json.h"
 #include "at_key.h"
 #include "at_time.h"
@@ -538,6 +539,43 @@ static void t_key_errors(void)
     EVP_PKEY_free(k);
 }
 
+/* A saved error (state files) reads back as the same error; a damaged one
+ * (no code, an empty or missing message) still reads back as an error that
+ * says something. */
+static void t_error_json(void)
+{
+    static const char *const damaged_cases[] = {
+        "{\"code\":\"ca\",\"message\":\"\",\"problem\":{\"type\":\"a\"}}",
+        "{\"code\":\"ok\"}",
+        "{\"message\":\"\\u0001\\u0002\"}",
+        "{}",
+    };
+    at_error e = AT_ERROR_INIT, back = AT_ERROR_INIT;
+    json_t *j, *damaged;
+
+    at_error_set(&e, AT_ERR_RATELIMIT, "too many orders for %s", "example.com");
+    e.http_status = 429;
+    e.retry_after = 60;
+    j = at_error_to_json(&e);
+    at_error_from_json(&back, j);
+    AT_CHECK_INT(back.code, AT_ERR_RATELIMIT);
+    AT_CHECK_STR(back.msg, "too many orders for example.com");
+    AT_CHECK_INT(back.http_status, 429);
+    AT_CHECK_INT(back.retry_after, 60);
+    json_decref(j);
+
+    for (size_t i = 0; i < sizeof(damaged_cases) / sizeof(damaged_cases[0]); i++) {
+        damaged = json_loads(damaged_cases[i], 0, NULL);
+        AT_CHECK_MSG(damaged != NULL, "case %zu does not parse", i);
+        at_error_from_json(&back, damaged);
+        AT_CHECK_MSG(back.code != AT_OK, "case %zu read back as no error", i);
+        AT_CHECK_MSG(back.msg[0] != '\0', "case %zu read back without a message", i);
+        json_decref(damaged);
+    }
+    at_error_clear(&back);
+    at_error_clear(&e);
+}
+
 static const at_test_case cases[] = {
     AT_CASE(t_b64_rfc4648_vectors),
     AT_CASE(t_b64_alphabets),
@@ -554,6 +592,7 @@ static const at_test_case cases[] = {
     AT_CASE(t_key_generate_ec),
     AT_CASE(t_key_generate_rsa),
     AT_CASE(t_key_errors),
+    AT_CASE(t_error_json),
     AT_CASE_END
 };
 
