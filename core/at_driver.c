@@ -420,10 +420,14 @@ static int setup_easy(at_xfer *x)
     rc |= curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)x);
     rc |= curl_easy_setopt(e, CURLOPT_USERAGENT, d->user_agent);
     /* The proxy is what the configuration says, never what the web server's
-     * environment happens to contain: "" switches the *_proxy variables off. */
+     * environment happens to contain: "" switches the *_proxy variables off,
+     * and an empty no-proxy list keeps a NO_PROXY variable from sending the
+     * CA's host around a configured proxy. */
     rc |= curl_easy_setopt(e, CURLOPT_PROXY, d->proxy ? d->proxy : "");
-    if (d->proxy)
+    if (d->proxy) {
+        rc |= curl_easy_setopt(e, CURLOPT_NOPROXY, "");
         rc |= curl_easy_setopt(e, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
+    }
     rc |= setup_tls(d, e);
     if (setup_method(x, e) != 0)
         return -1;

@@ -7,12 +7,16 @@ against Pebble's root and for exactly the names asked for.
 
 import os
 import re
+import socket
 import stat
+import threading
+import urllib.parse
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from pebble import split_pem, verify_chain
+from procs import free_port
 from tool_env import EAB_KEY, EAB_KID, make_tool, one_line_error, tool  # noqa: F401
 
 
@@ -231,3 +235,92 @@ def test_ca_client_certificate(make_tool, pebble, start_acme_proxy, local_ca):
     before = len(proxy.client_subjects)
     tool.renew("client.test")
     assert len(proxy.client_subjects) > before
+
+
+
+class _ConnectProxy:
+    """A minimal HTTP CONNECT proxy on 127.0.0.1 that records each tunnel's
+    target and pipes the bytes both ways (each tunnel ends when either side
+    closes, or after 60 s of silence)."""
+
+    def __init__(self):
+        self.targets = []
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._sock.settimeout(0.5)
+        self.port = self._sock.getsockname()[1]
+        self._stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._tunnel, args=(conn,), daemon=True).start()
+
+    def _tunnel(self, conn):
+        conn.settimeout(60)
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head and len(head) < 8192:
+                chunk = conn.recv(1024)
+                if not chunk:
+                    return
+                head += chunk
+            words = head.split(b"\r\n", 1)[0].decode("latin-1").split()
+            if len(words) < 2 or words[0] != "CONNECT":
+                conn.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+                return
+            host, port = words[1].rsplit(":", 1)
+            self.targets.append(words[1])
+            with socket.create_connection((host, int(port)), timeout=10) as up:
+                up.settimeout(60)
+                conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                back = threading.Thread(target=self._pipe, args=(up, conn), daemon=True)
+                back.start()
+                self._pipe(conn, up)
+                back.join(60)
+
+    @staticmethod
+    def _pipe(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self):
+        self._stop.set()
+        self._sock.close()
+
+
+def test_through_an_http_proxy(make_tool, pebble):
+    """--proxy: every request to the CA goes through the proxy's CONNECT
+    tunnel (Pebble's validation of the challenge does not, as it should),
+    even though the test environment's NO_PROXY names 127.0.0.1; a proxy
+    that is not there is one clear line naming it."""
+    proxy = _ConnectProxy()
+    try:
+        tool = make_tool(pebble)
+        tool.issue(["proxied.test"], extra=["--proxy", f"http://127.0.0.1:{proxy.port}"])
+        verify_chain(tool.chain("proxied.test"), pebble.root(), ["proxied.test"])
+        ca = urllib.parse.urlsplit(pebble.directory_url).netloc
+        assert proxy.targets and set(proxy.targets) == {ca}, proxy.targets
+    finally:
+        proxy.close()
+
+    dead = free_port()
+    tool = make_tool(pebble)
+    r = tool.run(*tool.issue_args(["noproxy.test"], extra=["--proxy", f"http://127.0.0.1:{dead}"]))
+    assert r.returncode == 1
+    line = one_line_error(r)
+    assert f"127.0.0.1:{dead}" in line and "proxy" in line, line

@@ -1074,6 +1074,18 @@ static void t_proxy(void)
     AT_CHECK_STR(r.resp.body, "hello world");
     AT_CHECK_STR(s.last_target, "http://ca.invalid/hello");
     result_free(&r);
+
+    /* ... even for a host that the environment's NO_PROXY names. */
+    setenv("NO_PROXY", "127.0.0.1,localhost", 1);
+    setenv("no_proxy", "127.0.0.1,localhost", 1);
+    s.last_target[0] = '\0';
+    url_of(&target, "/direct", url, sizeof(url));
+    fetch(&o, AT_HTTP_GET, url, &r);
+    AT_CHECK_INT(r.err.code, AT_OK);
+    AT_CHECK_STR(s.last_target, url);
+    result_free(&r);
+    unsetenv("NO_PROXY");
+    unsetenv("no_proxy");
     unsetenv("http_proxy");
     unsetenv("HTTP_PROXY");
     unsetenv("ALL_PROXY");
