@@ -408,6 +408,14 @@ static int setup_easy(at_xfer *x)
 #endif
     /* ACME never redirects; a Location header is data for the protocol. */
     rc |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    /* HTTP/1.1 with keep-alive, one connection per transfer in flight, not
+     * every order multiplexed on one HTTP/2 connection: with libcurl 7.88
+     * and Pebble such a connection was seen to wedge under a few dozen
+     * concurrent orders (the CA got the requests, no answer came back, and
+     * every later request on it timed out too). Separate connections cost
+     * a handful of TLS handshakes and confine a stall to one request, whose
+     * connection is closed when it times out. */
+    rc |= curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     rc |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, d->connect_timeout_ms);
     rc |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, d->request_timeout_ms);
     /* Refuse an announced oversize body early; a HEAD's Content-Length
