@@ -65,8 +65,8 @@ static void facts_load(at_store *st, const at_cert_conf *cc, cert_facts *f)
     memset(f, 0, sizeof(*f));
     at_error_init(&f->store_err);
     memset(&rec, 0, sizeof(rec));
-    if (at_store_cert_load(st, cc->id, &rec, &err) == 0) {
-        if (rec.chain_pem && at_cert_info_pem(rec.chain_pem, strlen(rec.chain_pem), &f->info, &err) == 0) {
+    if (at_store_cert_load_public(st, cc->id, &rec, &err) == 0) {
+        if (rec.chain_pem && at_cert_info_leaf_pem(rec.chain_pem, strlen(rec.chain_pem), &f->info, &err) == 0) {
             const char *k = at_json_str(rec.meta, "key");
             f->have_cert = 1;
             if (!k || at_key_spec_parse(k, &f->key, NULL) != 0)

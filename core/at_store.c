@@ -451,6 +451,58 @@ int at_store_cert_load(at_store *st, const char *id, at_cert_rec *rec, at_error 
     return rc;
 }
 
+/* chain.pem and meta.json only: the leaf must parse, but the rest of the
+ * chain is not decoded and the key is neither read nor checked against it
+ * (the status page's view of a thousand certificates; the engine and the
+ * servers load with at_store_cert_load, which checks everything). */
+static const at_store_file cert_public_files[] = {
+    { "chain.pem", NULL, 0, 0 },
+    { "meta.json", NULL, 0, 0 },
+};
+
+static load_result cert_validate_public(void *ud, at_buf *bufs, const char **which, at_error *why)
+{
+    at_cert_rec *rec = ud;
+    json_t *meta = NULL;
+
+    at_cert_info leaf;
+
+    if (need_file(&bufs[0], "chain.pem", which, why) != LOAD_OK)
+        return LOAD_DAMAGED;
+    if (at_cert_info_leaf_pem(bufs[0].data, bufs[0].len, &leaf, why) != 0)
+        return LOAD_DAMAGED;
+    at_cert_info_free(&leaf);
+    if (need_json(&bufs[1], "meta.json", &meta, which, why) != LOAD_OK)
+        return LOAD_DAMAGED;
+    rec->meta = meta;
+    if (!(rec->chain_pem = at_buf_detach(&bufs[0]))) {
+        at_error_set(why, AT_ERR_INTERNAL, "out of memory");
+        return LOAD_FAIL;
+    }
+    return LOAD_OK;
+}
+
+int at_store_cert_load_public(at_store *st, const char *id, at_cert_rec *rec, at_error *err)
+{
+    at_buf bufs[2] = { AT_BUF_INIT, AT_BUF_INIT };
+    char what[256];
+    int rc;
+
+    memset(rec, 0, sizeof(*rec));
+    if (check_id(id, "certificate", err) != 0)
+        return -1;
+    snprintf(what, sizeof(what), "certificate %s", id);
+    rc = set_load(st, AT_SET_CERT, id, what, cert_public_files, 2, bufs, cert_validate_public, rec, err);
+    bufs_free(bufs, 2);
+    if (rc == 0 && !(rec->id = strdup(id)))
+        rc = at_error_set(err, AT_ERR_INTERNAL, "out of memory");
+    if (rc != 0)
+        at_cert_rec_free(rec);
+    if (rc != 0 && err && err->code == AT_ERR_NOTFOUND)
+        at_error_set(err, AT_ERR_NOTFOUND, "no certificate %s in %s", id, at_store_describe(st));
+    return rc;
+}
+
 int at_store_cert_save(at_store *st, const at_cert_rec *rec, at_error *err)
 {
     at_store_file files[3];

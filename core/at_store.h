@@ -88,6 +88,9 @@ void at_cert_rec_free(at_cert_rec *rec);
 /* Load and verify (chain parses, key parses and matches the leaf, meta is an
  * object). AT_ERR_NOTFOUND if absent; AT_ERR_CORRUPT if damaged (moved aside). */
 int at_store_cert_load(at_store *st, const char *id, at_cert_rec *rec, at_error *err);
+/* Only chain.pem and meta.json, unchecked (rec->key_pem stays NULL): for
+ * showing a certificate, not for using it. */
+int at_store_cert_load_public(at_store *st, const char *id, at_cert_rec *rec, at_error *err);
 
 /* Replace the certificate set atomically; the previous one is archived. */
 int at_store_cert_save(at_store *st, const at_cert_rec *rec, at_error *err);

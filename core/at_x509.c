@@ -500,6 +500,35 @@ int at_cert_info_pem(const char *pem, size_t len, at_cert_info *info, at_error *
     return rv;
 }
 
+/* Only the leaf (the first certificate) is decoded: with OpenSSL 3.0 every
+ * certificate parsed costs a public-key decode through the provider
+ * decoders, and a status page of a thousand certificates needs only the
+ * leaves. */
+int at_cert_info_leaf_pem(const char *pem, size_t len, at_cert_info *info, at_error *err)
+{
+    BIO *bio;
+    X509 *x = NULL;
+    int rv;
+
+    memset(info, 0, sizeof(*info));
+    if (!pem || len == 0)
+        return at_error_set(err, AT_ERR_PARSE, "empty certificate chain");
+    if (len > INT_MAX)
+        return at_error_set(err, AT_ERR_PARSE, "certificate chain is too large");
+    if (!(bio = BIO_new_mem_buf(pem, (int)len)))
+        return at_error_set_openssl(err, "out of memory reading a certificate chain");
+    x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+    BIO_free(bio);
+    if (!x) {
+        ERR_clear_error();
+        return at_error_set(err, AT_ERR_PARSE, "no readable certificate found (expected -----BEGIN "
+                            "CERTIFICATE-----)");
+    }
+    rv = at_cert_info_x509(x, info, err);
+    X509_free(x);
+    return rv;
+}
+
 int at_chain_top_issuer_cn(const char *pem, size_t len, char *out, size_t outsz, at_error *err)
 {
     STACK_OF(X509) *sk;

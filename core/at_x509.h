@@ -55,6 +55,8 @@ void at_cert_info_free(at_cert_info *info);
 
 /* Information about the first (leaf) certificate of a PEM chain. */
 int at_cert_info_pem(const char *pem, size_t len, at_cert_info *info, at_error *err);
+/* The same for the leaf alone (the first certificate), the rest unparsed. */
+int at_cert_info_leaf_pem(const char *pem, size_t len, at_cert_info *info, at_error *err);
 int at_cert_info_x509(X509 *x, at_cert_info *info, at_error *err);
 
 /* Split a PEM chain into certificates. *certs is a new STACK_OF(X509) that the
