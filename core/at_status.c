@@ -74,6 +74,8 @@ static void facts_load(at_store *st, const at_cert_conf *cc, cert_facts *f)
             f->ca_url = dup_or_null(at_json_str(rec.meta, "ca"));
             f->challenge = dup_or_null(at_json_str(rec.meta, "challenge"));
         } else {
+            at_error_prefix(&err, "%s/certs/%s/chain.pem",
+                            at_store_path(st) ? at_store_path(st) : at_store_describe(st), cc->id);
             at_error_move(&f->store_err, &err);
         }
         at_cert_rec_free(&rec);

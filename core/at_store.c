@@ -451,10 +451,11 @@ int at_store_cert_load(at_store *st, const char *id, at_cert_rec *rec, at_error 
     return rc;
 }
 
-/* chain.pem and meta.json only: the leaf must parse, but the rest of the
- * chain is not decoded and the key is neither read nor checked against it
- * (the status page's view of a thousand certificates; the engine and the
- * servers load with at_store_cert_load, which checks everything). */
+/* chain.pem and meta.json only: chain.pem must hold a whole PEM certificate
+ * block, but nothing is decoded and the key is neither read nor checked
+ * against it (the status page's view of a thousand certificates, which then
+ * decodes each leaf once; the engine and the servers load with
+ * at_store_cert_load, which checks everything). */
 static const at_store_file cert_public_files[] = {
     { "chain.pem", NULL, 0, 0 },
     { "meta.json", NULL, 0, 0 },
@@ -465,13 +466,10 @@ static load_result cert_validate_public(void *ud, at_buf *bufs, const char **whi
     at_cert_rec *rec = ud;
     json_t *meta = NULL;
 
-    at_cert_info leaf;
-
     if (need_file(&bufs[0], "chain.pem", which, why) != LOAD_OK)
         return LOAD_DAMAGED;
-    if (at_cert_info_leaf_pem(bufs[0].data, bufs[0].len, &leaf, why) != 0)
+    if (at_pem_has_cert(bufs[0].data, bufs[0].len, why) != 0)
         return LOAD_DAMAGED;
-    at_cert_info_free(&leaf);
     if (need_json(&bufs[1], "meta.json", &meta, which, why) != LOAD_OK)
         return LOAD_DAMAGED;
     rec->meta = meta;

@@ -529,6 +529,33 @@ int at_cert_info_leaf_pem(const char *pem, size_t len, at_cert_info *info, at_er
     return rv;
 }
 
+int at_pem_has_cert(const char *pem, size_t len, at_error *err)
+{
+    BIO *bio;
+    char *name = NULL, *header = NULL;
+    unsigned char *data = NULL;
+    long dlen = 0;
+    int ok;
+
+    if (!pem || len == 0)
+        return at_error_set(err, AT_ERR_PARSE, "empty certificate chain");
+    if (len > INT_MAX)
+        return at_error_set(err, AT_ERR_PARSE, "certificate chain is too large");
+    if (!(bio = BIO_new_mem_buf(pem, (int)len)))
+        return at_error_set_openssl(err, "out of memory reading a certificate chain");
+    ok = PEM_read_bio(bio, &name, &header, &data, &dlen) == 1 && strcmp(name, "CERTIFICATE") == 0 &&
+         dlen > 0;
+    OPENSSL_free(name);
+    OPENSSL_free(header);
+    OPENSSL_free(data);
+    BIO_free(bio);
+    ERR_clear_error();
+    if (!ok)
+        return at_error_set(err, AT_ERR_PARSE, "no complete certificate found (expected -----BEGIN "
+                            "CERTIFICATE----- ... -----END CERTIFICATE-----)");
+    return 0;
+}
+
 int at_chain_top_issuer_cn(const char *pem, size_t len, char *out, size_t outsz, at_error *err)
 {
     STACK_OF(X509) *sk;

@@ -57,6 +57,9 @@ void at_cert_info_free(at_cert_info *info);
 int at_cert_info_pem(const char *pem, size_t len, at_cert_info *info, at_error *err);
 /* The same for the leaf alone (the first certificate), the rest unparsed. */
 int at_cert_info_leaf_pem(const char *pem, size_t len, at_cert_info *info, at_error *err);
+/* 0 when the text starts with a complete PEM CERTIFICATE block (base64 and
+ * framing only; nothing is decoded). */
+int at_pem_has_cert(const char *pem, size_t len, at_error *err);
 int at_cert_info_x509(X509 *x, at_cert_info *info, at_error *err);
 
 /* Split a PEM chain into certificates. *certs is a new STACK_OF(X509) that the
