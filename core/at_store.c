@@ -430,7 +430,9 @@ static load_result cert_validate(void *ud, at_buf *bufs, const char **which, at_
     return LOAD_OK;
 }
 
-int at_store_cert_load(at_store *st, const char *id, at_cert_rec *rec, at_error *err)
+/* A certificate set read through `validate`, which fills rec from the n files. */
+static int cert_load(at_store *st, const char *id, const at_store_file *files, size_t n,
+                     at_set_validate *validate, at_cert_rec *rec, at_error *err)
 {
     at_buf bufs[3] = { AT_BUF_INIT, AT_BUF_INIT, AT_BUF_INIT };
     char what[256];
@@ -440,8 +442,8 @@ int at_store_cert_load(at_store *st, const char *id, at_cert_rec *rec, at_error 
     if (check_id(id, "certificate", err) != 0)
         return -1;
     snprintf(what, sizeof(what), "certificate %s", id);
-    rc = set_load(st, AT_SET_CERT, id, what, cert_files, 3, bufs, cert_validate, rec, err);
-    bufs_free(bufs, 3);
+    rc = set_load(st, AT_SET_CERT, id, what, files, n, bufs, validate, rec, err);
+    bufs_free(bufs, n);
     if (rc == 0 && !(rec->id = strdup(id)))
         rc = at_error_set(err, AT_ERR_INTERNAL, "out of memory");
     if (rc != 0)
@@ -449,6 +451,11 @@ int at_store_cert_load(at_store *st, const char *id, at_cert_rec *rec, at_error 
     if (rc != 0 && err && err->code == AT_ERR_NOTFOUND)
         at_error_set(err, AT_ERR_NOTFOUND, "no certificate %s in %s", id, at_store_describe(st));
     return rc;
+}
+
+int at_store_cert_load(at_store *st, const char *id, at_cert_rec *rec, at_error *err)
+{
+    return cert_load(st, id, cert_files, 3, cert_validate, rec, err);
 }
 
 /* chain.pem and meta.json only: chain.pem must hold a whole PEM certificate
@@ -482,23 +489,7 @@ static load_result cert_validate_public(void *ud, at_buf *bufs, const char **whi
 
 int at_store_cert_load_public(at_store *st, const char *id, at_cert_rec *rec, at_error *err)
 {
-    at_buf bufs[2] = { AT_BUF_INIT, AT_BUF_INIT };
-    char what[256];
-    int rc;
-
-    memset(rec, 0, sizeof(*rec));
-    if (check_id(id, "certificate", err) != 0)
-        return -1;
-    snprintf(what, sizeof(what), "certificate %s", id);
-    rc = set_load(st, AT_SET_CERT, id, what, cert_public_files, 2, bufs, cert_validate_public, rec, err);
-    bufs_free(bufs, 2);
-    if (rc == 0 && !(rec->id = strdup(id)))
-        rc = at_error_set(err, AT_ERR_INTERNAL, "out of memory");
-    if (rc != 0)
-        at_cert_rec_free(rec);
-    if (rc != 0 && err && err->code == AT_ERR_NOTFOUND)
-        at_error_set(err, AT_ERR_NOTFOUND, "no certificate %s in %s", id, at_store_describe(st));
-    return rc;
+    return cert_load(st, id, cert_public_files, 2, cert_validate_public, rec, err);
 }
 
 int at_store_cert_save(at_store *st, const at_cert_rec *rec, at_error *err)
