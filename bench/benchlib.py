@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 from local_ca import LocalCA  # noqa: E402
 from pebble import ChallTestSrv, Pebble, PebbleOptions  # noqa: E402
-from procs import LOOPBACK, HarnessError, ManagedProcess, free_ports, wait_until  # noqa: E402
+from procs import LOOPBACK, HarnessError, ManagedProcess, free_ports, wait_until  # noqa: E402,F401 (free_ports: for the scripts)
 
 APACHE2 = "/usr/sbin/apache2"
 NGINX = "/usr/sbin/nginx"
@@ -303,6 +303,26 @@ class LogTail:
         parts = data.split(b"\n")
         self.partial = parts.pop()
         return [p.decode("utf-8", "replace") for p in parts]
+
+
+def count_names(server, pattern, want, timeout, tail=None):
+    """Wait until ``want`` distinct names (``pattern``'s group 1) appeared in
+    the server's error log (read through ``tail``, else from its start);
+    returns the moment the last one was seen (time.monotonic)."""
+    tail = tail or LogTail(server.error_log)
+    seen = set()
+    deadline = time.monotonic() + timeout
+    while len(seen) < want:
+        server.check_running()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{server.flavour}: only {len(seen)} of {want} names after "
+                               f"{timeout:g} s; log:\n{server.log_tail()}")
+        for line in tail.lines():
+            m = pattern.search(line)
+            if m:
+                seen.add(m.group(1))
+        time.sleep(0.05)
+    return time.monotonic()
 
 
 # ------------------------------------------------------------------ Apache

@@ -113,23 +113,32 @@ class Watch:
                 time.sleep(POLL)
 
 
+def served_after_start(server, body, names, env):
+    """Start an autotls server with ``body`` and time it until every name is
+    served; also how long each name took from its announcement to being
+    served (nginx logs whole seconds: there the announce time is when the
+    line was read)."""
+    server.write_config(body)
+    server.configtest()
+    w = Watch(server, names, env.ctx, env.timeout)
+    try:
+        server.spawn()
+        done = w.until_served()
+        lags = [w.served[nm] - w.announced[nm] for nm in names if nm in w.announced]
+        return {"total": done - server.started_at, "lag_max": max(lags) if lags else None,
+                "issued_last": (max(w.announced.values()) - server.started_at
+                                if w.announced else None)}
+    finally:
+        server.stop()
+
+
 def run_autotls_apache(env, n, key, r):
     names = names_for(n, key, r, "ap")
     a = bl.Apache(env.scratch, "autotls", env.http_port, [env.https_port], env.build,
                   log_level=env.ap_log_level)
     body = bl.autotls_apache_globals(env.ca, a.store, KEYS[key])
     body += "".join(bl.https_vhost(env.https_port, nm, "AutoTLS on") for nm in names)
-    a.write_config(body)
-    a.configtest()
-    w = Watch(a, names, env.ctx, env.timeout)
-    try:
-        a.spawn()
-        done = w.until_served()
-        lags = [w.served[nm] - w.announced[nm] for nm in names if nm in w.announced]
-        return {"total": done - a.started_at, "lag_max": max(lags) if lags else None,
-                "issued_last": max(w.announced.values()) - a.started_at if w.announced else None}
-    finally:
-        a.stop()
+    return served_after_start(a, body, names, env)
 
 
 def run_md(env, n, key, r):
@@ -167,18 +176,7 @@ def run_autotls_nginx(env, n, key, r):
     body = bl.autotls_nginx_globals(env.ca, x.store, KEYS[key])
     body += bl.nginx_server(env.http_port, "localhost", ssl_listen=False)
     body += "".join(bl.nginx_server(env.https_port, nm, "autotls on;") for nm in names)
-    x.write_config(body)
-    x.configtest()
-    w = Watch(x, names, env.ctx, env.timeout)
-    try:
-        x.spawn()
-        done = w.until_served()
-        # nginx logs whole seconds: the announce time is when the line was read.
-        lags = [w.served[nm] - w.announced[nm] for nm in names if nm in w.announced]
-        return {"total": done - x.started_at, "lag_max": max(lags) if lags else None,
-                "issued_last": max(w.announced.values()) - x.started_at if w.announced else None}
-    finally:
-        x.stop()
+    return served_after_start(x, body, names, env)
 
 
 RUNNERS = {"autotls-apache": run_autotls_apache, "mod_md": run_md,

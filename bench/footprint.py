@@ -43,22 +43,6 @@ def names(n):
     return [f"f{i}.foot.test" for i in range(n)]
 
 
-def count_log(server, pattern, want, timeout):
-    tail = bl.LogTail(server.error_log)
-    seen = set()
-    deadline = time.monotonic() + timeout
-    while len(seen) < want:
-        server.check_running()
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{server.flavour}: {len(seen)} of {want} after {timeout:g} s; "
-                               f"log:\n{server.log_tail()}")
-        for line in tail.lines():
-            m = pattern.search(line)
-            if m:
-                seen.add(m.group(1))
-        time.sleep(0.1)
-
-
 def settle(server, seconds=3.0):
     time.sleep(seconds)        # let startup garbage be freed, threads park
     return server.memory()
@@ -135,7 +119,7 @@ def measure_size(env, n, status_requests):
     a.start(timeout=3600)
     out["autotls_start_s"] = time.monotonic() - t0
     try:
-        count_log(a, ISSUED_RE, n, env.timeout)
+        bl.count_names(a, ISSUED_RE, n, env.timeout)
         out["autotls_issue_s"] = time.monotonic() - t0
         bl.log(f"{n} names: autotls issued everything in {out['autotls_issue_s']:.0f} s")
         out["autotls_idle"] = settle(a)
@@ -160,7 +144,7 @@ def measure_size(env, n, status_requests):
     try:
         t0 = time.monotonic()
         m.spawn()
-        count_log(m, MD_READY_RE, n, env.timeout)
+        bl.count_names(m, MD_READY_RE, n, env.timeout)
         out["md_issue_s"] = time.monotonic() - t0
         bl.log(f"{n} names: mod_md set up everything in {out['md_issue_s']:.0f} s; restarting")
         m.graceful()

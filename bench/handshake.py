@@ -33,7 +33,6 @@ difference; the CPU-per-handshake ratio does not.
 import re
 import shutil
 import subprocess
-import time
 
 import benchlib as bl
 

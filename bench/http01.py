@@ -25,7 +25,6 @@ Load: wrk on loopback, keep-alive connections, with the name as Host.
 
 import re
 import subprocess
-import time
 
 import benchlib as bl
 from acme_proxy import AcmeProxy

@@ -44,23 +44,6 @@ def apache(env, store, extra):
     return a
 
 
-def count_until(a, tail, pattern, want, timeout):
-    """Wait until ``want`` distinct names matched ``pattern`` in the log."""
-    seen = set()
-    deadline = time.monotonic() + timeout
-    while len(seen) < want:
-        a.check_running()
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"only {len(seen)} of {want} certificates after {timeout:g} s; "
-                               f"log:\n{a.log_tail()}")
-        for line in tail.lines():
-            m = pattern.search(line)
-            if m:
-                seen.add(m.group(1))
-        time.sleep(0.05)
-    return time.monotonic()
-
-
 def seed(env):
     """Issue every certificate once; returns the store to copy."""
     store = env.scratch.make("bench-renew-seed-") / "store"
@@ -68,7 +51,7 @@ def seed(env):
     tail = bl.LogTail(a.error_log)
     t0 = time.monotonic()
     a.start()
-    done = count_until(a, tail, ISSUED_RE, len(env.names), env.timeout)
+    done = bl.count_names(a, ISSUED_RE, len(env.names), env.timeout, tail)
     bl.log(f"issued {len(env.names)} certificates in {done - t0:.1f} s (setup)")
     env.issue_seconds = done - t0
     a.stop()
@@ -100,7 +83,7 @@ def renew_round(env, store, extra):
         status, body = bl.http_get(a.http_port, "/autotls-renew?name=all", method="POST")
         if status >= 300:
             raise bl.BenchError(f"POST /autotls-renew?name=all: HTTP {status} {body[:200]!r}")
-        done = count_until(a, tail, RENEWED_RE, len(env.names), env.timeout)
+        done = bl.count_names(a, RENEWED_RE, len(env.names), env.timeout, tail)
         return {"wall": done - t0, "cpu": a.cpu() - cpu0, "ca_cpu": env.ca.cpu_seconds() - ca0}
     finally:
         a.stop()
