@@ -40,7 +40,8 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 from local_ca import LocalCA  # noqa: E402
 from pebble import ChallTestSrv, Pebble, PebbleOptions  # noqa: E402
-from procs import LOOPBACK, HarnessError, ManagedProcess, free_ports, wait_until  # noqa: E402,F401 (free_ports: for the scripts)
+from procs import (LOOPBACK, HarnessError, ManagedProcess, free_ports,  # noqa: E402,F401
+                   wait_group_gone, wait_until)                            # (free_ports: for the scripts)
 
 APACHE2 = "/usr/sbin/apache2"
 NGINX = "/usr/sbin/nginx"
@@ -473,18 +474,7 @@ class Apache:
                 self.process.proc.wait(timeout)
         pgid = self.pid
         self.process.stop()
-
-        def gone():
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                return True
-            return False
-        try:
-            wait_until(gone, timeout, "apache2's children to exit")
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
+        wait_group_gone(pgid, timeout, "apache2's children to exit", kill_on_timeout=True)
         self.process = None
 
     def cpu(self):

@@ -12,14 +12,13 @@ module/apache/mod_autotls.so under $AUTOTLS_BUILD_DIR; tests are skipped
 when neither exists.
 """
 
-import contextlib
 import os
 import signal
 
 import pytest
 
 import server_env
-from procs import LOOPBACK, wait_until
+from procs import LOOPBACK, wait_group_gone
 from server_env import (PLACEHOLDER_ISSUER, USER, Response, cert_names,  # noqa: F401
                         check_reports, http_request, https_request, issuer_cn, make_world_dir,
                         peer_cert, s_client)
@@ -130,19 +129,8 @@ class Apache(server_env.Server):
 
     def after_stop(self, timeout):
         # Children outliving the parent still belong to its process group.
-        pgid = self.process.pid
-
-        def group_gone():
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                return True
-            return False
-        try:
-            wait_until(group_gone, timeout, "apache2's children to exit")
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
+        wait_group_gone(self.process.pid, timeout, "apache2's children to exit",
+                        kill_on_timeout=True)
 
 
 def running_apache(body, logs=None, **kw):

@@ -66,6 +66,25 @@ def wait_until(predicate, timeout, what, interval=0.05):
         time.sleep(interval)
 
 
+def wait_group_gone(pgid, timeout, what, kill_on_timeout=False):
+    """Wait until no process of group ``pgid`` is left (children that outlive
+    their parent stay in its group). At the timeout: SIGKILL the group if
+    ``kill_on_timeout``, else raise TimeoutError naming ``what``."""
+    def gone():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+    try:
+        wait_until(gone, timeout, what)
+    except TimeoutError:
+        if not kill_on_timeout:
+            raise
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+
+
 def wait_for_port(port, host=LOOPBACK, timeout=10.0, process=None):
     """Wait until something accepts TCP connections on ``host:port``.
 

@@ -18,7 +18,7 @@ import subprocess
 import time
 
 from apache_env import make_stack, status_vhost, vhost  # noqa: F401
-from procs import wait_until
+from procs import wait_group_gone, wait_until
 from reliability import (_cases_file, cases, entry, key_matches, seed,  # noqa: F401
                          store_problems, stored_serial)
 
@@ -42,14 +42,7 @@ def kill9(apache, timeout=20.0):
         os.killpg(pgid, signal.SIGKILL)
     apache.process.proc.wait(timeout)
     apache.process.stop()
-
-    def gone():
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
-        return False
-    wait_until(gone, timeout, "every apache2 process to die")
+    wait_group_gone(pgid, timeout, "every apache2 process to die")
 
 
 def tool_view(autotls_bin, store):
