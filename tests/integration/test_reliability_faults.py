@@ -50,6 +50,21 @@ def wait_renewed(st, name, old_serial):
     return new
 
 
+# Pebble hands out an account's valid authorization again now and then even
+# with PEBBLE_AUTHZREUSE=0 (it reuses unless a random 0-99 exceeds the
+# percentage, so about one order in a hundred): the order comes back ready
+# and no authorization or challenge is fetched. A case whose fault is on
+# those steps then renews again, at most this many times in all.
+REUSE_ATTEMPTS = 3
+
+
+def authz_skipped(proxy, kind, since):
+    """The renewal since ``since`` made no request of ``kind`` because the
+    CA reused an authorization."""
+    return (kind in ("authz", "challenge")
+            and not any(r.time >= since for r in proxy.requests(kind)))
+
+
 def run_fault(st, cases, fault_class, action, kind, message, expect="error", name=NAME,
               **params):
     """One case: fault on, forced renewal. expect="error": the status page
@@ -64,7 +79,6 @@ def run_fault(st, cases, fault_class, action, kind, message, expect="error", nam
     with cases.case(fault_class, label) as info:
         old = a.cert(name, root_pem=st.root_pem)
         fault = proxy.add_fault(action, kind=kind, **params)
-        force_renewal(a, name)
 
         def settled():
             e = entry(a, name)
@@ -73,9 +87,17 @@ def run_fault(st, cases, fault_class, action, kind, message, expect="error", nam
             if e["state"] == "valid" and e["serial"] and int(e["serial"], 16) != old.serial_number:
                 return "tolerated", e
             return None
-        outcome, e = wait_until(settled, REQUEST_TIMEOUT + 30, f"{label}: an error or a renewal",
-                                interval=0.2)
-        assert fault.applied >= 1, f"{label}: the fault never applied"
+        for attempt in range(1, REUSE_ATTEMPTS + 1):
+            started = time.monotonic()
+            force_renewal(a, name)
+            outcome, e = wait_until(settled, REQUEST_TIMEOUT + 30,
+                                    f"{label}: an error or a renewal", interval=0.2)
+            if not (fault.applied == 0 and outcome == "tolerated"
+                    and authz_skipped(proxy, kind, started)) or attempt == REUSE_ATTEMPTS:
+                break
+            # Renewed without the step the fault is on: renew again.
+            old = wait_renewed(st, name, old.serial_number)
+        assert fault.applied >= 1, f"{label}: the fault never applied (outcome {outcome}: {e})"
         info["applied"] = fault.applied
         if expect != "either":
             assert outcome == expect, f"{label}: expected {expect}, got {outcome}: {e}"
@@ -176,7 +198,10 @@ def test_proxy_faults(stack, cases):
     at once. Every case runs even if an earlier one failed; all failures are
     reported together."""
     assert sorted(c for lane in LANES for c in lane) == sorted(FAULTS)
-    stacks = [stack() for _ in LANES]
+    # Retries 3-10 s apart: a fault on a step the resumed order does not
+    # repeat (finalize) fails once and the retry succeeds while it is still
+    # on; with 1 s steps that can happen between two looks at the status page.
+    stacks = [stack(extra="AutoTLSRetryDelay 3s 10s\n") for _ in LANES]
     failures = []
 
     def lane(st, classes):
