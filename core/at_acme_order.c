@@ -1169,15 +1169,21 @@ static int check_chain(at_acme_op *op, const at_http_resp *resp, const char *wha
      * make the chain checked differ from the chain served. PEM is text. */
     if (memchr(resp->body, '\0', resp->body_len))
         return at_error_set(err, AT_ERR_PROTOCOL, "%s: the CA sent a certificate chain holding a NUL byte", what);
+    /* Parsed once: with OpenSSL 3.0 each certificate decoded costs a
+     * public-key decode through the provider decoders. */
     if (at_chain_parse(resp->body, resp->body_len, &certs, err) != 0)
         return at_error_prefix(err, "%s: the CA sent no usable PEM certificate chain", what);
-    sk_X509_pop_free(certs, X509_free);
-    if (at_key_matches_cert_pem(o->key, resp->body, resp->body_len) != 1)
+    if (at_key_matches_cert(o->key, sk_X509_value(certs, 0)) != 1) {
+        sk_X509_pop_free(certs, X509_free);
         return at_error_set(err, AT_ERR_PROTOCOL,
                             "%s: the certificate the CA sent is not for this order's key", what);
+    }
     memset(&info, 0, sizeof(info));
-    if (at_cert_info_pem(resp->body, resp->body_len, &info, err) != 0)
+    if (at_cert_info_x509(sk_X509_value(certs, 0), &info, err) != 0) {
+        sk_X509_pop_free(certs, X509_free);
         return at_error_prefix(err, "%s", what);
+    }
+    sk_X509_pop_free(certs, X509_free);
     for (size_t i = 0; i < o->nnames; i++) {
         int found = 0;
         for (size_t k = 0; k < info.nnames && !found; k++)

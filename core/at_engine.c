@@ -647,6 +647,9 @@ void at_engine_free(at_engine *e)
     for (size_t i = 0; i < e->nforce; i++)
         free(e->force_ids[i]);
     free(e->force_ids);
+    for (size_t i = 0; e->certs && i < e->conf->ncerts; i++)
+        if (e->certs[i].fresh)
+            at_cert_info_free(&e->certs[i].fresh_info);
     free(e->certs);
     pthread_mutex_destroy(&e->mu);
     free(e);

@@ -16,6 +16,7 @@
 
 #define AT_ARI_DEFAULT_RECHECK  (6 * 3600)
 #define AT_ARI_ERROR_RECHECK    (3600)
+#define AT_ARI_NONE_RECHECK     (24 * 3600)   /* the CA offers no renewalInfo */
 #define AT_LOCK_RETRY           30
 
 static json_t *state_load(at_engine *e, const char *id)
@@ -130,7 +131,19 @@ void at_engine_cert_replan(at_engine *e, size_t i, time_t now)
     in.conf = cc;
     in.conf_ca_url = e->conf->cas[cc->ca].url;
 
-    if (at_store_cert_load(e->store, cc->id, &rec, &err) == 0) {
+    if (rt->fresh) {
+        info = rt->fresh_info;
+        rt->fresh = 0;
+        memset(&rt->fresh_info, 0, sizeof(rt->fresh_info));
+        have_info = 1;
+        in.have_cert = 1;
+        in.not_before = info.not_before;
+        in.not_after = info.not_after;
+        in.names = (const char *const *)info.names;
+        in.nnames = info.nnames;
+        in.ca_url = e->conf->cas[cc->ca].url;
+        in.key = cc->key;
+    } else if (at_store_cert_load(e->store, cc->id, &rec, &err) == 0) {
         if (at_cert_info_pem(rec.chain_pem, strlen(rec.chain_pem), &info, &err) == 0) {
             const char *kspec = at_json_str(rec.meta, "key");
             have_info = 1;
@@ -356,6 +369,7 @@ int at_engine_cert_start_op(at_engine *e, at_task *t, time_t now)
 static void record_success(at_engine *e, at_task *t, time_t now)
 {
     const at_cert_conf *cc = &e->conf->certs[t->cert];
+    at_cert_rt *rt = &e->certs[t->cert];
     const char *chain = at_acme_op_chain_pem(t->op);
     at_buf key = AT_BUF_INIT;
     at_cert_info info;
@@ -366,8 +380,10 @@ static void record_success(at_engine *e, at_task *t, time_t now)
     uint64_t gen = 0;
 
     memset(&info, 0, sizeof(info));
+    /* The chain was parsed and matched against the key when it was
+     * downloaded; only the leaf is read again here. */
     if (!chain || at_key_to_pem(at_acme_op_cert_key(t->op), &key, &err) != 0 ||
-        at_cert_info_pem(chain, strlen(chain), &info, &err) != 0) {
+        at_cert_info_leaf_pem(chain, strlen(chain), &info, &err) != 0) {
         t->ok = 0;
         if (err.code == AT_OK)
             at_error_set(&err, AT_ERR_PROTOCOL, "the CA delivered no certificate");
@@ -395,7 +411,7 @@ static void record_success(at_engine *e, at_task *t, time_t now)
     rec.chain_pem = (char *)chain;
     rec.key_pem = (char *)at_buf_str(&key);
     rec.meta = meta;
-    if (!meta || at_store_cert_save(e->store, &rec, &err) != 0) {
+    if (!meta || at_store_cert_save_checked(e->store, &rec, &err) != 0) {
         /* Without a stored copy the certificate would be lost at the next
          * restart; keep the order so that it can be downloaded again. */
         t->ok = 0;
@@ -440,7 +456,10 @@ static void record_success(at_engine *e, at_task *t, time_t now)
     at_log(&e->log, AT_LOG_NOTICE, "certificate %s (%s): %s, serial %s, valid until %s, served now (generation %llu)",
            cc->id, cc->names[0], t->is_renewal ? "renewed" : "issued", info.serial,
            at_time_format(info.not_after, tb, sizeof(tb)), (unsigned long long)gen);
-    at_cert_info_free(&info);
+    if (rt->fresh)
+        at_cert_info_free(&rt->fresh_info);
+    rt->fresh_info = info;           /* for the next plan */
+    rt->fresh = 1;
     at_buf_free_secret(&key);
     at_engine_event(e, t->is_renewal ? "renewed" : "issued", cc, NULL);
 }
@@ -517,8 +536,17 @@ void at_engine_cert_done(at_engine *e, at_task *t, time_t now)
 
 void at_engine_ari_start(at_engine *e, size_t i, time_t now)
 {
-    at_task *t = at_engine_task_new(e, AT_TASK_ARI, e->conf->certs[i].ca, (long)i);
-    (void)now;
+    const at_acme_dir *dir = at_acme_client_dir(e->cas[e->conf->certs[i].ca].client);
+    at_task *t;
+
+    /* A CA whose directory has no renewalInfo has nothing to ask: look at
+     * the directory again in a day, without a task or a state write for
+     * every certificate just obtained. */
+    if (dir && !dir->renewal_info) {
+        e->certs[i].ari_next = now + AT_ARI_NONE_RECHECK;
+        return;
+    }
+    t = at_engine_task_new(e, AT_TASK_ARI, e->conf->certs[i].ca, (long)i);
     if (t)
         e->certs[i].ari_running = 1;
 }
@@ -536,8 +564,9 @@ int at_engine_ari_start_op(at_engine *e, at_task *t, time_t now)
         at_error_set(&t->err, AT_ERR_NOTFOUND, "the CA has no renewalInfo");
         return -1;
     }
+    /* The chain names the certificate; the key is not needed. */
     memset(&rec, 0, sizeof(rec));
-    if (at_store_cert_load(e->store, cc->id, &rec, &err) != 0) {
+    if (at_store_cert_load_public(e->store, cc->id, &rec, &err) != 0) {
         at_error_move(&t->err, &err);
         return -1;
     }
@@ -558,7 +587,7 @@ static time_t cert_obtained_at(at_engine *e, const at_cert_conf *cc)
     at_error err = AT_ERROR_INIT;
     time_t at = 0;
     memset(&rec, 0, sizeof(rec));
-    if (at_store_cert_load(e->store, cc->id, &rec, &err) == 0)
+    if (at_store_cert_load_public(e->store, cc->id, &rec, &err) == 0)
         at = jtime(rec.meta, "issued_at");
     at_cert_rec_free(&rec);
     at_error_clear(&err);
@@ -597,7 +626,7 @@ void at_engine_ari_done(at_engine *e, at_task *t, time_t now)
         json_object_set_new(ari, "next_check", json_integer((json_int_t)(r->retry_after > now ? r->retry_after : now + AT_ARI_DEFAULT_RECHECK)));
         rt->dirty = 1;
     } else {
-        long wait = t->err.code == AT_ERR_NOTFOUND ? 24 * 3600 : AT_ARI_ERROR_RECHECK;
+        long wait = t->err.code == AT_ERR_NOTFOUND ? AT_ARI_NONE_RECHECK : AT_ARI_ERROR_RECHECK;
         if (t->err.retry_after >= 0 && at_time_after(now, t->err.retry_after) - now > wait)
             wait = (long)(at_time_after(now, t->err.retry_after) - now);
         json_object_set_new(ari, "next_check", json_integer((json_int_t)(now + wait)));

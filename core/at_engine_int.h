@@ -128,6 +128,11 @@ typedef struct at_cert_rt {
     int       mem_failures;
     time_t    mem_last_failure;
     time_t    mem_retry_after;
+    /* The certificate this process has just stored and served (checked
+     * when it was downloaded): the next plan takes it from here rather than
+     * reading it back and decoding chain and key once more. */
+    int          fresh;
+    at_cert_info fresh_info;
 } at_cert_rt;
 
 struct at_engine {

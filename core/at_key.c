@@ -298,8 +298,15 @@ int at_key_matches_cert_pem(EVP_PKEY *pkey, const char *cert_pem, size_t len)
         return 0;
     x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
     BIO_free(bio);
-    rv = x && X509_get0_pubkey(x) && EVP_PKEY_eq(pkey, X509_get0_pubkey(x)) == 1;
+    rv = at_key_matches_cert(pkey, x);
     X509_free(x);
+    ERR_clear_error();
+    return rv;
+}
+
+int at_key_matches_cert(EVP_PKEY *pkey, X509 *cert)
+{
+    int rv = pkey && cert && X509_get0_pubkey(cert) && EVP_PKEY_eq(pkey, X509_get0_pubkey(cert)) == 1;
     ERR_clear_error();
     return rv;
 }

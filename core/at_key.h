@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <openssl/evp.h>
+#include <openssl/x509.h>
 #include "at_error.h"
 #include "at_buf.h"
 
@@ -50,5 +51,7 @@ EVP_PKEY *at_key_from_pem(const char *pem, size_t len, at_error *err);
 
 /* Does the private key match the public key in the certificate PEM's first cert? */
 int at_key_matches_cert_pem(EVP_PKEY *pkey, const char *cert_pem, size_t len);
+/* The same for a certificate already parsed. */
+int at_key_matches_cert(EVP_PKEY *pkey, X509 *cert);
 
 #endif

@@ -492,7 +492,7 @@ int at_store_cert_load_public(at_store *st, const char *id, at_cert_rec *rec, at
     return cert_load(st, id, cert_public_files, 2, cert_validate_public, rec, err);
 }
 
-int at_store_cert_save(at_store *st, const at_cert_rec *rec, at_error *err)
+static int cert_save(at_store *st, const at_cert_rec *rec, int check, at_error *err)
 {
     at_store_file files[3];
     const char *which = NULL;
@@ -506,9 +506,9 @@ int at_store_cert_save(at_store *st, const at_cert_rec *rec, at_error *err)
         return at_error_set(err, AT_ERR_INTERNAL, "certificate %s: incomplete record", rec->id);
     /* A set that would be "damaged" on the next load is refused now, while
      * the caller still has the order to fetch it again. */
-    if (chain_check(rec->chain_pem, strlen(rec->chain_pem), &which, &why) != LOAD_OK ||
-        key_check(rec->chain_pem, strlen(rec->chain_pem), rec->key_pem, strlen(rec->key_pem),
-                  &which, &why) != LOAD_OK) {
+    if (check && (chain_check(rec->chain_pem, strlen(rec->chain_pem), &which, &why) != LOAD_OK ||
+                  key_check(rec->chain_pem, strlen(rec->chain_pem), rec->key_pem, strlen(rec->key_pem),
+                            &which, &why) != LOAD_OK)) {
         at_error_set(err, AT_ERR_CRYPTO, "refusing to store certificate %s: %s: %s", rec->id, which, why.msg);
         at_error_clear(&why);
         return -1;
@@ -523,6 +523,16 @@ int at_store_cert_save(at_store *st, const at_cert_rec *rec, at_error *err)
     if (rc != 0)
         at_error_prefix(err, "storing certificate %s", rec->id);
     return rc;
+}
+
+int at_store_cert_save(at_store *st, const at_cert_rec *rec, at_error *err)
+{
+    return cert_save(st, rec, 1, err);
+}
+
+int at_store_cert_save_checked(at_store *st, const at_cert_rec *rec, at_error *err)
+{
+    return cert_save(st, rec, 0, err);
 }
 
 static int cmp_str(const void *a, const void *b)

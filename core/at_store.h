@@ -92,8 +92,13 @@ int at_store_cert_load(at_store *st, const char *id, at_cert_rec *rec, at_error 
  * showing a certificate, not for using it. */
 int at_store_cert_load_public(at_store *st, const char *id, at_cert_rec *rec, at_error *err);
 
-/* Replace the certificate set atomically; the previous one is archived. */
+/* Replace the certificate set atomically; the previous one is archived.
+ * The chain and key are checked first (a set that would read as damaged is
+ * refused while the caller can still fetch it again). */
 int at_store_cert_save(at_store *st, const at_cert_rec *rec, at_error *err);
+/* The same without those checks, for a caller that has just made them on
+ * this very chain and key (the engine after a download). */
+int at_store_cert_save_checked(at_store *st, const at_cert_rec *rec, at_error *err);
 
 /* Ids of stored certificates (malloc'd array of malloc'd strings). */
 int at_store_cert_list(at_store *st, char ***ids, size_t *n, at_error *err);

@@ -726,6 +726,35 @@ static void t_renewal_replaces_and_archive(void)
     fix_stop(&f);
 }
 
+/* A CA without renewalInfo: nothing is asked and nothing about ARI is
+ * written after an issuance (no task, no state write per certificate). */
+static void t_ari_absent_costs_nothing(void)
+{
+    fix f;
+    const char *names[] = { "noari.example.com" };
+    at_error err = AT_ERROR_INIT;
+    fix_start(&f);
+    pthread_mutex_lock(&f.srv.mu);
+    at_fake_ca_set_renewal_info(f.srv.ca, 0);
+    pthread_mutex_unlock(&f.srv.mu);
+    add_site(&f, "noari:443", names, 1, HTTP01, 1, NULL, 0, NULL);
+    at_engine *e = engine(&f);
+    AT_CHECK_OK(at_engine_run_once(e, 60, &err), &err);
+    AT_CHECK_INT(ca_count(&f.srv, "newOrder"), 1);
+    AT_CHECK_INT(ca_count(&f.srv, "renewalInfo"), 0);
+    AT_CHECK(live_has(&f, "noari.example.com", AT_KEY_EC, NULL));
+    json_t *st = state_of(&f, f.conf->certs[0].id);
+    AT_CHECK(json_is_object(st));
+    AT_CHECK(json_object_get(st, "ari") == NULL);
+    AT_CHECK_INT(json_integer_value(json_object_get(st, "failures")), 0);
+    json_decref(st);
+    /* Run again: the stored certificate is planned from the store, nothing is ordered. */
+    AT_CHECK_OK(at_engine_run_once(e, 5, &err), &err);
+    AT_CHECK_INT(ca_count(&f.srv, "newOrder"), 1);
+    at_engine_free(e);
+    fix_stop(&f);
+}
+
 static void t_ari_window_triggers_renewal(void)
 {
     fix f;
@@ -864,6 +893,7 @@ static const at_test_case cases[] = {
     AT_CASE(t_resume_after_interruption),
     AT_CASE(t_dns01_hook_and_notify),
     AT_CASE(t_renewal_replaces_and_archive),
+    AT_CASE(t_ari_absent_costs_nothing),
     AT_CASE(t_ari_window_triggers_renewal),
     AT_CASE(t_revoke_and_account_ops),
     AT_CASE(t_preload),

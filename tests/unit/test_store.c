@@ -402,6 +402,33 @@ static void t_cert_save_refuses_mismatch(void)
     AT_CHECK_OK(at_store_cert_list(st, &ids, &n, &err), &err);
     AT_CHECK_INT(n, 0);
     at_store_free_list(ids, n);
+    /* The checked variant trusts its caller: what it stores is what the
+     * caller vouched for, and a load still verifies it. */
+    rec.chain_pem = (char *)at_buf_str(&a.cert);
+    rec.key_pem = (char *)at_buf_str(&a.key);
+    rec.meta = meta_for("a.example", 1);
+    AT_CHECK_OK(at_store_cert_save_checked(st, &rec, &err), &err);
+    json_decref(rec.meta);
+    {
+        at_cert_rec back;
+        memset(&back, 0, sizeof(back));
+        AT_CHECK_OK(at_store_cert_load(st, "a.example-ec256", &back, &err), &err);
+        AT_CHECK_STR(back.chain_pem, at_buf_str(&a.cert));
+        AT_CHECK_STR(back.key_pem, at_buf_str(&a.key));
+        at_cert_rec_free(&back);
+    }
+    rec.key_pem = (char *)at_buf_str(&b.key);
+    rec.meta = meta_for("a.example", 1);
+    AT_CHECK_OK(at_store_cert_save_checked(st, &rec, &err), &err);
+    json_decref(rec.meta);
+    {
+        at_cert_rec back;
+        memset(&back, 0, sizeof(back));
+        AT_CHECK(at_store_cert_load(st, "a.example-ec256", &back, &err) != 0);
+        AT_CHECK_INT(err.code, AT_ERR_CORRUPT);
+        at_error_clear(&err);
+        at_cert_rec_free(&back);
+    }
     pair_free(&a);
     pair_free(&b);
     at_store_close(st);

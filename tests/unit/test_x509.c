@@ -501,6 +501,19 @@ static void t_cert_info(void)
     AT_CHECK_INT(at_key_matches_cert_pem(lk, pem.data, pem.len), 1);
     AT_CHECK_INT(at_key_matches_cert_pem(other, pem.data, pem.len), 0);
     AT_CHECK_INT(at_key_matches_cert_pem(lk, "junk", 4), 0);
+    {
+        STACK_OF(X509) *sk = NULL;
+        AT_CHECK_OK(at_chain_parse(pem.data, pem.len, &sk, &err), &err);
+        if (sk) {
+            AT_CHECK_INT(at_key_matches_cert(lk, sk_X509_value(sk, 0)), 1);
+            AT_CHECK_INT(at_key_matches_cert(other, sk_X509_value(sk, 0)), 0);
+            /* The intermediate is not the leaf's key either. */
+            AT_CHECK_INT(at_key_matches_cert(lk, sk_X509_value(sk, 1)), 0);
+            sk_X509_pop_free(sk, X509_free);
+        }
+        AT_CHECK_INT(at_key_matches_cert(lk, NULL), 0);
+        AT_CHECK_INT(at_key_matches_cert(NULL, NULL), 0);
+    }
     /* Errors. */
     AT_CHECK(at_cert_info_pem("", 0, &info, &err) == -1);
     AT_CHECK(at_cert_info_pem("hello", 5, &info, &err) == -1);
