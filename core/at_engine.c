@@ -510,24 +510,25 @@ static void task_checkpoint(at_engine *e, at_task *t)
      * re-reads its status, authorizations, finalize and certificate URLs
      * from the CA. So a checkpoint that only moves the status on (ready,
      * processing, valid) is not written again: each is a set of files with
-     * five fsyncs on the one engine thread. */
+     * five fsyncs. */
     url = at_acme_op_order_url(t->op);
     if (url && t->saved_url && strcmp(url, t->saved_url) == 0)
         return;
     cp = at_acme_op_checkpoint(t->op);
     if (!cp)
         return;
-    if (at_key_to_pem(at_acme_op_cert_key(t->op), &key, &err) != 0 ||
-        at_store_order_save(e->store, cc->id, cp, at_buf_str(&key), &err) != 0) {
+    if (at_key_to_pem(at_acme_op_cert_key(t->op), &key, &err) != 0) {
         at_log(&e->log, AT_LOG_ERROR, "saving the order for %s: %s (it cannot resume after a restart)",
                cc->names[0], err.msg);
-    } else {
-        free(t->saved_url);
-        t->saved_url = url ? strdup(url) : NULL;
+        json_decref(cp);
+        at_buf_free_secret(&key);
+        at_error_clear(&err);
+        return;
     }
-    json_decref(cp);
-    at_buf_free_secret(&key);
-    at_error_clear(&err);
+    /* Written by the store writer, which logs a failure. */
+    at_persist_order(e, (size_t)t->cert, cp, &key);
+    free(t->saved_url);
+    t->saved_url = url ? strdup(url) : NULL;
 }
 
 /* Run a task's op until it has to wait. */
@@ -608,7 +609,7 @@ at_engine *at_engine_new(const at_conf *conf, at_store *store, at_live *live,
     }
     for (size_t i = 0; i < conf->ncerts; i++)
         e->certs[i].dirty = 1;
-    if (at_engine_ca_init(e, err) != 0) {
+    if (at_persist_init(e, err) != 0 || at_engine_ca_init(e, err) != 0) {
         at_engine_free(e);
         return NULL;
     }
@@ -624,6 +625,7 @@ void at_engine_free(at_engine *e)
 {
     if (!e)
         return;
+    at_persist_free(e);              /* queued writes are made first */
     while (e->tasks) {
         at_task *t = e->tasks;
         e->tasks = t->next;
@@ -747,6 +749,7 @@ static time_t engine_turn(at_engine *e, time_t now, int start_new)
     size_t ncerts = e->conf->ncerts;
     at_live_stats ls;
 
+    at_persist_reap(e);
     /* A writer that died mid-compaction can cost records: put every stored
      * certificate back (cheap, and only after such a rare event). */
     at_live_get_stats(e->live, &ls);
@@ -922,6 +925,7 @@ static void engine_wait(at_engine *e, time_t now, time_t until)
 int at_engine_run(at_engine *e)
 {
     at_log(&e->log, AT_LOG_INFO, "autotls: renewal engine started for %zu certificate(s)", e->conf->ncerts);
+    at_persist_start(e);
     for (;;) {
         time_t now = at_time_now();
         if (take_flags(e, now))
@@ -943,6 +947,7 @@ int at_engine_run(at_engine *e)
         e->tasks = t->next;
         task_free(e, t);
     }
+    at_persist_drain(e);
     at_log(&e->log, AT_LOG_INFO, "autotls: renewal engine stopped");
     return 0;
 }
@@ -954,10 +959,13 @@ int at_engine_run_once(at_engine *e, long max_seconds, at_error *err)
 
     for (size_t i = 0; i < e->conf->ncerts; i++)
         e->certs[i].failed_now = 0;
+    at_persist_start(e);
     for (;;) {
         time_t now = at_time_now();
-        if (take_flags(e, now))
+        if (take_flags(e, now)) {
+            at_persist_drain(e);
             return at_error_set(err, AT_ERR_CANCELLED, "stopped");
+        }
         engine_turn(e, now, 1);
         /* Done when nothing runs and nothing is due now. */
         int due = 0;
@@ -973,12 +981,16 @@ int at_engine_run_once(at_engine *e, long max_seconds, at_error *err)
                 busy = 1;
         if (!busy && !due)
             break;
-        if (now >= deadline)
+        if (now >= deadline) {
+            at_persist_drain(e);
             return at_error_set(err, AT_ERR_TIMEOUT,
                                 "gave up after %ld seconds with orders still in flight (they resume on the next run)",
                                 (long)(now - start));
+        }
         engine_wait(e, now, now + 1);
     }
+    /* What the store says from here on is complete. */
+    at_persist_drain(e);
     /* Success means every certificate is valid now: one that failed in
      * this run, or that is still waiting out an earlier failure, is not. */
     first_failed = e->conf->ncerts;
@@ -1105,6 +1117,7 @@ int at_engine_revoke(at_engine *e, const char *id, int reason, at_error *err)
     if (rv == 0) {
         json_t *state = NULL;
         at_error lerr = AT_ERROR_INIT;
+        at_persist_wait(e, (size_t)i);
         if (at_store_state_load(e->store, cc->id, &state, &lerr) != 0)
             state = json_object();
         json_object_set_new(state, "revoked", json_true());

@@ -19,10 +19,15 @@
 #define AT_ARI_NONE_RECHECK     (24 * 3600)   /* the CA offers no renewalInfo */
 #define AT_LOCK_RETRY           30
 
-static json_t *state_load(at_engine *e, const char *id)
+/* The renewal state of certificate i: what is queued for the store writer,
+ * if anything, else what the store has. */
+static json_t *state_load(at_engine *e, size_t i)
 {
-    json_t *st = NULL;
+    const char *id = e->conf->certs[i].id;
+    json_t *st = at_persist_state(e, i);
     at_error err = AT_ERROR_INIT;
+    if (st)
+        return st;
     if (at_store_state_load(e->store, id, &st, &err) != 0 || !json_is_object(st)) {
         if (err.code != AT_ERR_NOTFOUND && err.code != AT_OK)
             at_log(&e->log, AT_LOG_WARN, "renewal state of %s: %s (starting afresh)", id, err.msg);
@@ -33,9 +38,12 @@ static json_t *state_load(at_engine *e, const char *id)
     return st;
 }
 
-static void state_save(at_engine *e, const char *id, json_t *st)
+/* Written now; after whatever is queued for it, which it must not overtake. */
+static void state_save(at_engine *e, size_t i, json_t *st)
 {
+    const char *id = e->conf->certs[i].id;
     at_error err = AT_ERROR_INIT;
+    at_persist_wait(e, i);
     if (at_store_state_save(e->store, id, st, &err) != 0)
         at_log(&e->log, AT_LOG_ERROR, "saving the renewal state of %s: %s", id, err.msg);
     at_error_clear(&err);
@@ -95,13 +103,12 @@ long at_engine_cert_find(const at_engine *e, const char *id_or_name)
 
 void at_engine_cert_record_force(at_engine *e, size_t i, time_t now)
 {
-    const at_cert_conf *cc = &e->conf->certs[i];
-    json_t *st = state_load(e, cc->id);
+    json_t *st = state_load(e, i);
     json_object_set_new(st, "force", json_integer((json_int_t)now));
     /* A forced renewal is a fresh start: earlier failures do not delay it. */
     json_object_set_new(st, "failures", json_integer(0));
     json_object_del(st, "retry_after");
-    state_save(e, cc->id, st);
+    state_save(e, i, st);
     json_decref(st);
     e->certs[i].dirty = 1;
     e->certs[i].forced = 1;
@@ -163,14 +170,15 @@ void at_engine_cert_replan(at_engine *e, size_t i, time_t now)
     }
     at_error_clear(&err);
 
-    if (at_store_order_load(e->store, cc->id, &cp, &okey, &err) == 0)
+    /* An order whose removal is queued is finished, not in flight. */
+    if (!at_persist_finishing(e, i) && at_store_order_load(e->store, cc->id, &cp, &okey, &err) == 0)
         in.have_order = 1;
     json_decref(cp);
     if (okey)
         free(okey);
     at_error_clear(&err);
 
-    st = state_load(e, cc->id);
+    st = state_load(e, i);
     in.failures = (int)jtime(st, "failures");
     in.last_failure = jtime(st, "last_attempt");
     in.retry_after = jtime(st, "retry_after");
@@ -200,7 +208,7 @@ void at_engine_cert_replan(at_engine *e, size_t i, time_t now)
     if (rt->plan.reason != AT_PLAN_NONE && rt->plan.due > now &&
         jtime(st, "next_attempt") != rt->plan.due && rt->plan.in_backoff) {
         json_object_set_new(st, "next_attempt", json_integer((json_int_t)rt->plan.due));
-        state_save(e, cc->id, st);
+        state_save(e, i, st);
     }
     json_decref(st);
     if (have_info)
@@ -336,6 +344,8 @@ int at_engine_cert_start_op(at_engine *e, at_task *t, time_t now)
     p.poll_timeout = e->conf->poll_timeout > 0 ? e->conf->poll_timeout : 300;
     p.use_preauthorization = 1;
     p.quick_poll_ms = AT_ENGINE_QUICK_POLL_MS;
+    /* The store as this certificate's last writes left it. */
+    at_persist_wait(e, (size_t)t->cert);
     replaces = t->is_renewal ? replaces_id(e, cc, client) : NULL;
     p.replaces = replaces;
 
@@ -432,15 +442,12 @@ static void record_success(at_engine *e, at_task *t, time_t now)
         at_log(&e->log, AT_LOG_ERROR, "certificate %s is stored but cannot be served yet: %s",
                cc->id, err.msg);
     at_error_clear(&err);
-    if (at_store_order_remove(e->store, cc->id, &err) != 0)
-        at_log(&e->log, AT_LOG_WARN, "certificate %s: removing the finished order: %s", cc->id, err.msg);
-    at_error_clear(&err);
 
-    e->certs[t->cert].forced = 0;
-    e->certs[t->cert].mem_failures = 0;
-    e->certs[t->cert].mem_last_failure = 0;
-    e->certs[t->cert].mem_retry_after = 0;
-    st = state_load(e, cc->id);
+    rt->forced = 0;
+    rt->mem_failures = 0;
+    rt->mem_last_failure = 0;
+    rt->mem_retry_after = 0;
+    st = state_load(e, (size_t)t->cert);
     json_object_set_new(st, "failures", json_integer(0));
     json_object_set_new(st, "last_attempt", json_integer((json_int_t)now));
     json_object_set_new(st, "last_success", json_integer((json_int_t)now));
@@ -450,8 +457,11 @@ static void record_success(at_engine *e, at_task *t, time_t now)
     json_object_del(st, "ari");
     json_object_del(st, "force");
     json_object_set_new(st, "revoked", json_false());
-    state_save(e, cc->id, st);
-    json_decref(st);
+    /* The certificate is stored and served: removing the finished order
+     * and recording the success need not hold up the other orders. The
+     * store lock goes with them and is released once they are written. */
+    at_persist_finish(e, (size_t)t->cert, st, t->lock);
+    t->lock = NULL;
 
     at_log(&e->log, AT_LOG_NOTICE, "certificate %s (%s): %s, serial %s, valid until %s, served now (generation %llu)",
            cc->id, cc->names[0], t->is_renewal ? "renewed" : "issued", info.serial,
@@ -468,7 +478,7 @@ static void record_failure(at_engine *e, at_task *t, time_t now)
 {
     const at_cert_conf *cc = &e->conf->certs[t->cert];
     at_cert_rt *rt = &e->certs[t->cert];
-    json_t *st = state_load(e, cc->id), *ej;
+    json_t *st = state_load(e, (size_t)t->cert), *ej;
     int stored = (int)jtime(st, "failures");
     int failures = (rt->mem_last_failure > jtime(st, "last_attempt") ? rt->mem_failures : stored) + 1;
     at_plan_policy pol;
@@ -494,7 +504,7 @@ static void record_failure(at_engine *e, at_task *t, time_t now)
     rt->mem_failures = failures;
     rt->mem_last_failure = now;
     rt->mem_retry_after = jtime(st, "retry_after");
-    state_save(e, cc->id, st);
+    state_save(e, (size_t)t->cert, st);
     json_decref(st);
 
     if (ptype && (strcmp(ptype, "accountDoesNotExist") == 0 || strcmp(ptype, "unauthorized") == 0)) {
@@ -598,7 +608,7 @@ void at_engine_ari_done(at_engine *e, at_task *t, time_t now)
 {
     const at_cert_conf *cc = &e->conf->certs[t->cert];
     at_cert_rt *rt = &e->certs[t->cert];
-    json_t *st = state_load(e, cc->id), *ari = json_object_get(st, "ari");
+    json_t *st = state_load(e, (size_t)t->cert), *ari = json_object_get(st, "ari");
     const at_ari_result *r = t->ok && t->op ? at_acme_op_ari(t->op) : NULL;
 
     rt->ari_running = 0;
@@ -634,6 +644,6 @@ void at_engine_ari_done(at_engine *e, at_task *t, time_t now)
             at_log(&e->log, AT_LOG_INFO, "renewal information for %s: %s", cc->id, t->err.msg);
     }
     rt->ari_next = jtime(ari, "next_check");
-    state_save(e, cc->id, st);
+    state_save(e, (size_t)t->cert, st);
     json_decref(st);
 }

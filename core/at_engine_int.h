@@ -12,6 +12,8 @@
 #include "at_driver.h"
 #include "at_planner.h"
 #include "at_cmd.h"
+#include "at_buf.h"
+#include "at_store.h"
 
 /* First quick poll of an order (ms; then doubling below a second, see
  * at_order_params.quick_poll_ms): a CA that answers within milliseconds is
@@ -156,6 +158,8 @@ struct at_engine {
     int            wake;
     char         **force_ids;    /* pending force requests from other threads */
     size_t         nforce;
+
+    struct at_persist *persist;  /* store writes off this thread (at_engine_persist.c) */
 };
 
 /* at_engine.c */
@@ -183,5 +187,25 @@ int   at_engine_ari_start_op(at_engine *e, at_task *t, time_t now);
 void  at_engine_ari_done(at_engine *e, at_task *t, time_t now);
 long  at_engine_cert_find(const at_engine *e, const char *id_or_name);
 void  at_engine_cert_record_force(at_engine *e, size_t i, time_t now);
+
+/* at_engine_persist.c: the writes the engine thread does not wait for. */
+int     at_persist_init(at_engine *e, at_error *err);
+void    at_persist_start(at_engine *e);      /* on the engine's thread, before running it */
+void    at_persist_stop(at_engine *e);       /* every queued write made, the thread gone */
+void    at_persist_free(at_engine *e);
+/* Queue an order's checkpoint; takes both. */
+void    at_persist_order(at_engine *e, size_t cert, json_t *checkpoint, at_buf *key_pem);
+/* Queue what follows a stored and served certificate: remove its order,
+ * save this state, then release its lock. Takes all three. */
+void    at_persist_finish(at_engine *e, size_t cert, json_t *state, at_store_lock *lock);
+/* Until the certificate's queued writes are made. */
+void    at_persist_wait(at_engine *e, size_t cert);
+void    at_persist_drain(at_engine *e);
+/* A copy of the state still queued for the certificate, or NULL. */
+json_t *at_persist_state(at_engine *e, size_t cert);
+/* Its finished order's removal is still queued. */
+int     at_persist_finishing(at_engine *e, size_t cert);
+/* Log the queued writes that failed (engine thread). */
+void    at_persist_reap(at_engine *e);
 
 #endif

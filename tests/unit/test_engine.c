@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "at_engine.h"
+#include "at_engine_int.h"
 #include "at_store_int.h"
 #include "at_json.h"
 #include "at_time.h"
@@ -728,6 +729,83 @@ static void t_renewal_replaces_and_archive(void)
 
 /* A CA without renewalInfo: nothing is asked and nothing about ARI is
  * written after an issuance (no task, no state write per certificate). */
+/* The store writer: what the engine reads back while a write is queued is
+ * that write; a write made on the engine thread waits for the queued ones
+ * and is not overtaken by them; the lock handed over is released once the
+ * queue is written; nothing queued is lost when the engine is freed. */
+static void t_persist_order_of_writes(void)
+{
+    fix f;
+    const char *names[] = { "persist.example.com" };
+    at_error err = AT_ERROR_INIT;
+    at_store_lock *lk = NULL, *lk2 = NULL;
+    fix_start(&f);
+    add_site(&f, "persist:443", names, 1, HTTP01, 1, NULL, 0, NULL);
+    at_engine *e = engine(&f);
+    const char *id = f.conf->certs[0].id;
+    at_persist_start(e);
+
+    /* Many queued writes: an order, then its finish with a state. */
+    for (int k = 0; k < 20; k++) {
+        json_t *cp = json_pack("{s:s, s:[s], s:s}", "order_url", "https://ca.test/order/1",
+                               "names", names[0], "key", "ec:P-256");
+        at_buf key = AT_BUF_INIT;
+        EVP_PKEY *pk = at_key_generate(&f.conf->certs[0].key, &err);
+        AT_CHECK(pk != NULL);
+        AT_CHECK_OK(at_key_to_pem(pk, &key, &err), &err);
+        EVP_PKEY_free(pk);
+        at_persist_order(e, 0, cp, &key);
+        AT_CHECK(key.data == NULL);            /* taken */
+    }
+    AT_CHECK_OK(at_store_trylock(f.store, id, &lk, &err), &err);
+    at_persist_finish(e, 0, json_pack("{s:i, s:s}", "failures", 0, "mark", "finished"), lk);
+    /* Read back while (perhaps) still queued: the queued state, or, once
+     * written, the same from the store. */
+    json_t *st = at_persist_state(e, 0);
+    if (!st)
+        AT_CHECK_OK(at_store_state_load(f.store, id, &st, &err), &err);
+    AT_CHECK_STR(at_json_str(st, "mark"), "finished");
+    json_decref(st);
+    /* A force request now: written after the queue, never overwritten by it. */
+    at_engine_cert_record_force(e, 0, time(NULL));
+    AT_CHECK(!at_persist_finishing(e, 0));
+    AT_CHECK(at_persist_state(e, 0) == NULL);
+    st = state_of(&f, id);
+    AT_CHECK(json_integer_value(json_object_get(st, "force")) > 0);
+    AT_CHECK_STR(at_json_str(st, "mark"), "finished");
+    json_decref(st);
+    /* The finish removed the order its predecessors wrote, and let the lock go. */
+    {
+        json_t *cp = NULL;
+        char *k = NULL;
+        AT_CHECK(at_store_order_load(f.store, id, &cp, &k, &err) != 0 && err.code == AT_ERR_NOTFOUND);
+        at_error_clear(&err);
+        json_decref(cp);
+        free(k);
+    }
+    AT_CHECK_OK(at_store_trylock(f.store, id, &lk2, &err), &err);
+    at_store_unlock(lk2);
+
+    /* Queued last, then the engine freed at once: the write is made. */
+    json_t *cp = json_pack("{s:s, s:[s], s:s}", "order_url", "https://ca.test/order/2",
+                           "names", names[0], "key", "ec:P-256");
+    at_buf key = AT_BUF_INIT;
+    EVP_PKEY *pk = at_key_generate(&f.conf->certs[0].key, &err);
+    AT_CHECK_OK(at_key_to_pem(pk, &key, &err), &err);
+    EVP_PKEY_free(pk);
+    at_persist_order(e, 0, cp, &key);
+    at_engine_free(e);
+    {
+        json_t *back = NULL;
+        char *k = NULL;
+        AT_CHECK_OK(at_store_order_load(f.store, id, &back, &k, &err), &err);
+        AT_CHECK_STR(at_json_str(back, "order_url"), "https://ca.test/order/2");
+        json_decref(back);
+        free(k);
+    }
+    fix_stop(&f);
+}
+
 static void t_ari_absent_costs_nothing(void)
 {
     fix f;
@@ -893,6 +971,7 @@ static const at_test_case cases[] = {
     AT_CASE(t_resume_after_interruption),
     AT_CASE(t_dns01_hook_and_notify),
     AT_CASE(t_renewal_replaces_and_archive),
+    AT_CASE(t_persist_order_of_writes),
     AT_CASE(t_ari_absent_costs_nothing),
     AT_CASE(t_ari_window_triggers_renewal),
     AT_CASE(t_revoke_and_account_ops),
