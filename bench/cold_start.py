@@ -2,7 +2,8 @@
 """Cold start to HTTPS: from the moment the server is started until every
 managed name serves its CA-issued certificate over HTTPS.
 
-Compared, on the same Pebble (PEBBLE_VA_NOSLEEP=1, http-01 for everyone):
+Compared, each run on a fresh Pebble (PEBBLE_VA_NOSLEEP=1, http-01 for
+everyone):
   autotls-apache  Apache with mod_autotls: certificates go live by themselves
   mod_md          Apache with Debian's mod_md: when its log says the last
                   Managed Domain "has been setup and changes will be
@@ -209,30 +210,35 @@ def main():
     env.http_port, env.https_port = bl.free_ports(2)
     res = bl.Results("cold_start", "bench/cold_start.py", args)
     res.extra["servers"] = servers
-    try:
-        env.ca = bl.CA(env.scratch.make("bench-ca-"), env.http_port, env.https_port)
-        env.ctx = bl.verifying_context(env.ca.root_pem)
-        data = {}
-        for key in keys:
-            for n in counts:
-                for r in range(args.rounds):
-                    for s in bl.interleaved(servers, r):
+    data = {}
+    for key in keys:
+        for n in counts:
+            for r in range(args.rounds):
+                for s in bl.interleaved(servers, r):
+                    # A fresh Pebble for every run: each server meets the same
+                    # empty CA, and Pebble 2.4's store deadlock (likelier the
+                    # more authorizations it holds; see bench/README.md) cannot
+                    # carry over into later runs.
+                    env.ca = bl.CA(env.scratch.make("bench-ca-"), env.http_port, env.https_port)
+                    try:
+                        env.ctx = bl.verifying_context(env.ca.root_pem)
                         out = RUNNERS[s](env, n, key, r)
-                        data.setdefault((key, n, s), []).append(out)
-                        bl.log(f"{key} {n:>4} names round {r + 1}/{args.rounds} {s:<15} "
-                               f"{out['total']:.2f} s")
-        report(res, data, keys, counts, servers)
-    finally:
-        if hasattr(env, "ca"):
-            env.ca.stop()
+                    finally:
+                        env.ca.stop()
+                    data.setdefault((key, n, s), []).append(out)
+                    bl.log(f"{key} {n:>4} names round {r + 1}/{args.rounds} {s:<15} "
+                           f"{out['total']:.2f} s")
+    report(res, data, keys, counts, servers)
     if not args.no_save:
         res.save(args.out)
     res.print_table()
     last = [r for r in res.rows if r["figure"].endswith("(Apache)") and r["ratio"] is not None]
     if last:
         head = max(last, key=lambda r: (r["detail"]["names"], r["detail"]["key"] == "ec"))
-        print(f"ratio: {head['figure']}: autotls {head['ratio']:.1f}x faster than mod_md "
-              f"(target >= 5x: {'met' if head['met'] else 'missed'})")
+        target = ""
+        if head.get("target"):
+            target = f" (target {head['target']}: {'met' if head['met'] else 'missed'})"
+        print(f"ratio: {head['figure']}: autotls {head['ratio']:.1f}x faster than mod_md{target}")
     return 0
 
 
