@@ -54,12 +54,17 @@ struct at_persist {
     json_t        **state;      /* per certificate: the last state queued, until written */
 };
 
-static void job_free(pjob *j)
+static void job_clear(pjob *j)
 {
     json_decref(j->json);
     at_buf_free_secret(&j->key);
     at_error_clear(&j->err);
     at_error_clear(&j->err2);
+}
+
+static void job_free(pjob *j)
+{
+    job_clear(j);
     free(j);
 }
 
@@ -199,17 +204,21 @@ void at_persist_reap(at_engine *e)
     }
 }
 
-static void enqueue(at_engine *e, pjob *j)
+/* Queue a copy of *tmpl (whose contents it takes), or, without a writer
+ * thread or the memory for a job, write it now. */
+static void enqueue(at_engine *e, pjob *tmpl)
 {
     struct at_persist *p = e->persist;
+    pjob *j = p && p->running ? malloc(sizeof(*j)) : NULL;
 
-    if (!p || !p->running) {
-        /* No writer thread: write now. */
-        job_run(e, j);
-        log_job(e, j);
-        job_free(j);
+    if (!j) {
+        job_run(e, tmpl);
+        log_job(e, tmpl);
+        job_clear(tmpl);
         return;
     }
+    *j = *tmpl;
+    j->next = NULL;
     pthread_mutex_lock(&p->mu);
     p->pending[j->cert]++;
     if (j->kind == PJ_FINISH) {
@@ -228,47 +237,31 @@ static void enqueue(at_engine *e, pjob *j)
 
 void at_persist_order(at_engine *e, size_t cert, json_t *checkpoint, at_buf *key_pem)
 {
-    pjob *j = calloc(1, sizeof(*j));
+    pjob j;
 
-    if (!j) {
-        at_error err = AT_ERROR_INIT;
-        if (at_store_order_save(e->store, e->conf->certs[cert].id, checkpoint, at_buf_str(key_pem), &err) != 0)
-            at_log(&e->log, AT_LOG_ERROR, "saving the order for %s: %s (it cannot resume after a restart)",
-                   e->conf->certs[cert].names[0], err.msg);
-        at_error_clear(&err);
-        json_decref(checkpoint);
-        at_buf_free_secret(key_pem);
-        return;
-    }
-    j->kind = PJ_ORDER;
-    j->cert = cert;
-    j->json = checkpoint;
-    j->key = *key_pem;
+    memset(&j, 0, sizeof(j));
+    at_error_init(&j.err);
+    at_error_init(&j.err2);
+    j.kind = PJ_ORDER;
+    j.cert = cert;
+    j.json = checkpoint;
+    j.key = *key_pem;
     memset(key_pem, 0, sizeof(*key_pem));
-    enqueue(e, j);
+    enqueue(e, &j);
 }
 
 void at_persist_finish(at_engine *e, size_t cert, json_t *state, at_store_lock *lock)
 {
-    pjob *j = calloc(1, sizeof(*j));
+    pjob j;
 
-    if (!j) {
-        at_error err = AT_ERROR_INIT;
-        at_store_order_remove(e->store, e->conf->certs[cert].id, &err);
-        at_error_clear(&err);
-        if (at_store_state_save(e->store, e->conf->certs[cert].id, state, &err) != 0)
-            at_log(&e->log, AT_LOG_ERROR, "saving the renewal state of %s: %s", e->conf->certs[cert].id, err.msg);
-        at_error_clear(&err);
-        json_decref(state);
-        if (lock)
-            at_store_unlock(lock);
-        return;
-    }
-    j->kind = PJ_FINISH;
-    j->cert = cert;
-    j->json = state;
-    j->lock = lock;
-    enqueue(e, j);
+    memset(&j, 0, sizeof(j));
+    at_error_init(&j.err);
+    at_error_init(&j.err2);
+    j.kind = PJ_FINISH;
+    j.cert = cert;
+    j.json = state;
+    j.lock = lock;
+    enqueue(e, &j);
 }
 
 void at_persist_wait(at_engine *e, size_t cert)
