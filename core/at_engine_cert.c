@@ -139,26 +139,17 @@ void at_engine_cert_replan(at_engine *e, size_t i, time_t now)
     in.conf_ca_url = e->conf->cas[cc->ca].url;
 
     if (rt->fresh) {
+        /* Just stored by this process, with this CA and key. */
         info = rt->fresh_info;
         rt->fresh = 0;
         memset(&rt->fresh_info, 0, sizeof(rt->fresh_info));
         have_info = 1;
-        in.have_cert = 1;
-        in.not_before = info.not_before;
-        in.not_after = info.not_after;
-        in.names = (const char *const *)info.names;
-        in.nnames = info.nnames;
         in.ca_url = e->conf->cas[cc->ca].url;
         in.key = cc->key;
     } else if (at_store_cert_load(e->store, cc->id, &rec, &err) == 0) {
         if (at_cert_info_pem(rec.chain_pem, strlen(rec.chain_pem), &info, &err) == 0) {
             const char *kspec = at_json_str(rec.meta, "key");
             have_info = 1;
-            in.have_cert = 1;
-            in.not_before = info.not_before;
-            in.not_after = info.not_after;
-            in.names = (const char *const *)info.names;
-            in.nnames = info.nnames;
             in.ca_url = at_json_str(rec.meta, "ca");
             if (!kspec || at_key_spec_parse(kspec, &in.key, NULL) != 0)
                 in.key = cc->key;    /* unknown: do not renew for this reason alone */
@@ -169,6 +160,13 @@ void at_engine_cert_replan(at_engine *e, size_t i, time_t now)
         at_log(&e->log, AT_LOG_ERROR, "certificate %s: %s", cc->id, err.msg);
     }
     at_error_clear(&err);
+    if (have_info) {
+        in.have_cert = 1;
+        in.not_before = info.not_before;
+        in.not_after = info.not_after;
+        in.names = (const char *const *)info.names;
+        in.nnames = info.nnames;
+    }
 
     /* An order whose removal is queued is finished, not in flight. */
     if (!at_persist_finishing(e, i) && at_store_order_load(e->store, cc->id, &cp, &okey, &err) == 0)

@@ -235,16 +235,21 @@ static void enqueue(at_engine *e, pjob *tmpl)
     pthread_mutex_unlock(&p->mu);
 }
 
+static void job_init(pjob *j, pj_kind kind, size_t cert, json_t *json)
+{
+    memset(j, 0, sizeof(*j));
+    at_error_init(&j->err);
+    at_error_init(&j->err2);
+    j->kind = kind;
+    j->cert = cert;
+    j->json = json;
+}
+
 void at_persist_order(at_engine *e, size_t cert, json_t *checkpoint, at_buf *key_pem)
 {
     pjob j;
 
-    memset(&j, 0, sizeof(j));
-    at_error_init(&j.err);
-    at_error_init(&j.err2);
-    j.kind = PJ_ORDER;
-    j.cert = cert;
-    j.json = checkpoint;
+    job_init(&j, PJ_ORDER, cert, checkpoint);
     j.key = *key_pem;
     memset(key_pem, 0, sizeof(*key_pem));
     enqueue(e, &j);
@@ -254,12 +259,7 @@ void at_persist_finish(at_engine *e, size_t cert, json_t *state, at_store_lock *
 {
     pjob j;
 
-    memset(&j, 0, sizeof(j));
-    at_error_init(&j.err);
-    at_error_init(&j.err2);
-    j.kind = PJ_FINISH;
-    j.cert = cert;
-    j.json = state;
+    job_init(&j, PJ_FINISH, cert, state);
     j.lock = lock;
     enqueue(e, &j);
 }
