@@ -54,7 +54,19 @@ def test_reloads_leak_nothing_in_the_master(make_stack):
     for _ in range(5):
         n.reload()
     wait_until(lambda: n.all_workers() == n.workers(), 30, "old workers to exit")
-    assert _fds(n.pid) == fds
-    assert _maps(n.pid) == maps
+    # The master closes an old worker's channel when it reaps it, which can
+    # come a moment after the process is gone: a leak is what stays.
+    seen = []
+
+    def back():
+        seen.append((_fds(n.pid), _maps(n.pid)))
+        return seen[-1] == (fds, maps)
+    try:
+        wait_until(back, 10, "the master's descriptors and mappings to be as before", interval=0.2)
+    except TimeoutError:
+        raise AssertionError(f"the master had {fds} descriptors and {maps} shared mappings "
+                             f"before 5 reloads, then (descriptors, mappings): {seen[:3]} ... {seen[-3:]}")
+    if len(seen) > 1:
+        print(f"master descriptors/mappings settled after {len(seen)} looks: {seen}")
     # Still served, from the zone that survived every reload.
     assert n.https("leak.test", root_pem=st.root_pem).status == 200
