@@ -414,6 +414,25 @@ int at_cert_info_x509(X509 *x, at_cert_info *info, at_error *err)
     return 0;
 }
 
+/* A memory BIO over PEM text that may hold a chain; NULL (err set) when it
+ * is empty or too large. */
+static BIO *chain_bio(const char *pem, size_t len, at_error *err)
+{
+    BIO *bio;
+
+    if (!pem || len == 0) {
+        at_error_set(err, AT_ERR_PARSE, "empty certificate chain");
+        return NULL;
+    }
+    if (len > INT_MAX) {
+        at_error_set(err, AT_ERR_PARSE, "certificate chain is too large");
+        return NULL;
+    }
+    if (!(bio = BIO_new_mem_buf(pem, (int)len)))
+        at_error_set_openssl(err, "out of memory reading a certificate chain");
+    return bio;
+}
+
 /* One PEM block at a time, insisting that each is a certificate: a key or
  * anything else pasted into a chain file is an error, not silently skipped. */
 int at_chain_parse(const char *pem, size_t len, STACK_OF(X509) **certs, at_error *err)
@@ -422,11 +441,9 @@ int at_chain_parse(const char *pem, size_t len, STACK_OF(X509) **certs, at_error
     STACK_OF(X509) *sk;
     int rv = -1;
     *certs = NULL;
-    if (!pem || len == 0)
-        return at_error_set(err, AT_ERR_PARSE, "empty certificate chain");
-    if (len > INT_MAX)
-        return at_error_set(err, AT_ERR_PARSE, "certificate chain is too large");
-    if (!(bio = BIO_new_mem_buf(pem, (int)len)) || !(sk = sk_X509_new_null())) {
+    if (!(bio = chain_bio(pem, len, err)))
+        return -1;
+    if (!(sk = sk_X509_new_null())) {
         BIO_free(bio);
         return at_error_set_openssl(err, "out of memory reading a certificate chain");
     }
@@ -511,12 +528,8 @@ int at_cert_info_leaf_pem(const char *pem, size_t len, at_cert_info *info, at_er
     int rv;
 
     memset(info, 0, sizeof(*info));
-    if (!pem || len == 0)
-        return at_error_set(err, AT_ERR_PARSE, "empty certificate chain");
-    if (len > INT_MAX)
-        return at_error_set(err, AT_ERR_PARSE, "certificate chain is too large");
-    if (!(bio = BIO_new_mem_buf(pem, (int)len)))
-        return at_error_set_openssl(err, "out of memory reading a certificate chain");
+    if (!(bio = chain_bio(pem, len, err)))
+        return -1;
     x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
     BIO_free(bio);
     if (!x) {
@@ -537,12 +550,8 @@ int at_pem_has_cert(const char *pem, size_t len, at_error *err)
     long dlen = 0;
     int ok;
 
-    if (!pem || len == 0)
-        return at_error_set(err, AT_ERR_PARSE, "empty certificate chain");
-    if (len > INT_MAX)
-        return at_error_set(err, AT_ERR_PARSE, "certificate chain is too large");
-    if (!(bio = BIO_new_mem_buf(pem, (int)len)))
-        return at_error_set_openssl(err, "out of memory reading a certificate chain");
+    if (!(bio = chain_bio(pem, len, err)))
+        return -1;
     ok = PEM_read_bio(bio, &name, &header, &data, &dlen) == 1 && strcmp(name, "CERTIFICATE") == 0 &&
          dlen > 0;
     OPENSSL_free(name);
