@@ -729,6 +729,20 @@ static void t_renewal_replaces_and_archive(void)
 
 /* A CA without renewalInfo: nothing is asked and nothing about ARI is
  * written after an issuance (no task, no state write per certificate). */
+/* Queue a checkpoint of certificate 0's order at url, with a new key. */
+static void queue_order(fix *f, at_engine *e, const char *name, const char *url)
+{
+    at_error err = AT_ERROR_INIT;
+    json_t *cp = json_pack("{s:s, s:[s], s:s}", "order_url", url, "names", name, "key", "ec:P-256");
+    at_buf key = AT_BUF_INIT;
+    EVP_PKEY *pk = at_key_generate(&f->conf->certs[0].key, &err);
+    AT_CHECK(pk != NULL);
+    AT_CHECK_OK(at_key_to_pem(pk, &key, &err), &err);
+    EVP_PKEY_free(pk);
+    at_persist_order(e, 0, cp, &key);
+    AT_CHECK(key.data == NULL);            /* taken */
+}
+
 /* The store writer: what the engine reads back while a write is queued is
  * that write; a write made on the engine thread waits for the queued ones
  * and is not overtaken by them; the lock handed over is released once the
@@ -746,17 +760,8 @@ static void t_persist_order_of_writes(void)
     at_persist_start(e);
 
     /* Many queued writes: an order, then its finish with a state. */
-    for (int k = 0; k < 20; k++) {
-        json_t *cp = json_pack("{s:s, s:[s], s:s}", "order_url", "https://ca.test/order/1",
-                               "names", names[0], "key", "ec:P-256");
-        at_buf key = AT_BUF_INIT;
-        EVP_PKEY *pk = at_key_generate(&f.conf->certs[0].key, &err);
-        AT_CHECK(pk != NULL);
-        AT_CHECK_OK(at_key_to_pem(pk, &key, &err), &err);
-        EVP_PKEY_free(pk);
-        at_persist_order(e, 0, cp, &key);
-        AT_CHECK(key.data == NULL);            /* taken */
-    }
+    for (int k = 0; k < 20; k++)
+        queue_order(&f, e, names[0], "https://ca.test/order/1");
     AT_CHECK_OK(at_store_trylock(f.store, id, &lk, &err), &err);
     at_persist_finish(e, 0, json_pack("{s:i, s:s}", "failures", 0, "mark", "finished"), lk);
     /* Read back while (perhaps) still queued: the queued state, or, once
@@ -787,13 +792,7 @@ static void t_persist_order_of_writes(void)
     at_store_unlock(lk2);
 
     /* Queued last, then the engine freed at once: the write is made. */
-    json_t *cp = json_pack("{s:s, s:[s], s:s}", "order_url", "https://ca.test/order/2",
-                           "names", names[0], "key", "ec:P-256");
-    at_buf key = AT_BUF_INIT;
-    EVP_PKEY *pk = at_key_generate(&f.conf->certs[0].key, &err);
-    AT_CHECK_OK(at_key_to_pem(pk, &key, &err), &err);
-    EVP_PKEY_free(pk);
-    at_persist_order(e, 0, cp, &key);
+    queue_order(&f, e, names[0], "https://ca.test/order/2");
     at_engine_free(e);
     {
         json_t *back = NULL;
